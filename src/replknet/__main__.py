@@ -1,0 +1,5 @@
+import sys
+
+from replknet.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""`replknet <command>`: one thin argument parser per command module, over the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# command name -> (module under replknet.cli, one-line help). Each module defines
+# `add_arguments(parser)` and `run(args) -> int`; heavy imports stay inside `run`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("check", "build a model, fuse it, print params, MACs and the fusion error"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="replknet", description="RepLKNet: large-kernel CNNs, fast and exact.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"replknet.cli.{module_name}")
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
+        # Library errors already name the problem; show them without a traceback.
+        print(f"replknet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""Depthwise large-kernel convolution: the functional op, its implementations and the models' module."""
+
+from replknet.ops.conv import DepthwiseConv2d
+from replknet.ops.dispatch import available_impls, dwconv2d, impl_override, reference_dwconv2d, register_impl
+
+__all__ = [
+    "DepthwiseConv2d",
+    "available_impls",
+    "dwconv2d",
+    "impl_override",
+    "reference_dwconv2d",
+    "register_impl",
+]

@@ -1,0 +1,34 @@
+"""The one module every depthwise large-kernel convolution in the models goes through."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from replknet.ops.dispatch import dwconv2d
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """Depthwise ``K x K`` convolution, stride 1, same padding, computed by ``replknet.ops.dwconv2d``.
+
+    Its parameters and state dict are exactly those of ``nn.Conv2d(C, C, K, padding=K // 2, groups=C)``,
+    so official checkpoints load unchanged and the implementation can change without touching models.
+
+    Args:
+        channels: input and output channels.
+        kernel_size: odd kernel size.
+        bias: learn a bias.
+        impl: implementation name for ``dwconv2d`` (``"auto"`` picks the fastest for each shape).
+    """
+
+    def __init__(self, channels: int, kernel_size: int, bias: bool = False, impl: str = "auto") -> None:
+        if kernel_size % 2 != 1:
+            raise ValueError(f"DepthwiseConv2d needs an odd kernel size, got {kernel_size}")
+        super().__init__(channels, channels, kernel_size, stride=1, padding=kernel_size // 2, groups=channels, bias=bias)
+        self.impl = impl
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H, W)
+        return dwconv2d(x, self.weight, self.bias, impl=self.impl)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", impl={self.impl}"
