@@ -7,7 +7,7 @@ import os
 import timm
 from torch import nn
 
-from replknet import models as _models  # registers the models with timm
+import replknet.models  # noqa: F401  (registers the models with timm)
 from replknet.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_state_dict
 from replknet.models import REPLKNET_CONFIGS, RepLKNet
 from replknet.models._registry import our_models

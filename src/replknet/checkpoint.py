@@ -172,7 +172,9 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     return model
 
 
-def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> Path:
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None
+) -> Path:
     """Write a state dict atomically (temp file + rename): safetensors for ``.safetensors``, else torch.save."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,13 @@ class ConvBN(nn.Module, Reparameterizable):
             conv: nn.Conv2d = DepthwiseConv2d(old.out_channels, old.kernel_size[0], bias=True, impl=old.impl)
         else:
             conv = nn.Conv2d(
-                old.in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, groups=old.groups, bias=True
+                old.in_channels,
+                old.out_channels,
+                old.kernel_size,
+                old.stride,
+                old.padding,
+                groups=old.groups,
+                bias=True,
             )
         conv.to(device=weight.device, dtype=weight.dtype)
         conv.weight.data.copy_(weight)

@@ -172,7 +172,10 @@ REPLKNET_CONFIGS: dict[str, RepLKNetConfig] = {
         large_kernel_sizes=(31, 29, 27, 13), layers=(1, 1, 2, 1), channels=(16, 32, 64, 128), drop_path_rate=0.0
     ),
     "replknet_tiny_k3": RepLKNetConfig(
-        large_kernel_sizes=(3, 3, 3, 3), layers=(1, 1, 2, 1), channels=(16, 32, 64, 128), small_kernel=None,
+        large_kernel_sizes=(3, 3, 3, 3),
+        layers=(1, 1, 2, 1),
+        channels=(16, 32, 64, 128),
+        small_kernel=None,
         drop_path_rate=0.0,
     ),
 }
@@ -271,7 +274,9 @@ class RepLKNet(nn.Module, Reparameterizable):
                 self.transitions.append(
                     nn.Sequential(
                         ConvBN(channels[i], channels[i + 1], 1, act_layer=nn.ReLU),
-                        ConvBN(channels[i + 1], channels[i + 1], 3, stride=2, groups=channels[i + 1], act_layer=nn.ReLU),
+                        ConvBN(
+                            channels[i + 1], channels[i + 1], 3, stride=2, groups=channels[i + 1], act_layer=nn.ReLU
+                        ),
                     )
                 )
         self.feature_info = [
@@ -295,7 +300,9 @@ class RepLKNet(nn.Module, Reparameterizable):
         """Parameter groups for layer-wise lr decay: stem, then each stage with the transition into it."""
         return dict(
             stem=r"^stem",
-            blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^transitions\.(\d+)", (0,))],
+            blocks=r"^stages\.(\d+)"
+            if coarse
+            else [(r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^transitions\.(\d+)", (0,))],
         )
 
     @torch.jit.ignore
@@ -316,7 +323,9 @@ class RepLKNet(nn.Module, Reparameterizable):
         if x.dim() != 4:
             raise ValueError(f"RepLKNet expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
-            raise ValueError(f"RepLKNet was built for {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+            raise ValueError(
+                f"RepLKNet was built for {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
         min_size = 2 ** (self.num_stages + 1)
         if x.shape[-2] < min_size or x.shape[-1] < min_size:
             raise ValueError(
@@ -372,7 +381,9 @@ class RepLKNet(nn.Module, Reparameterizable):
             x = self.norm(x)
         return x, intermediates
 
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True):
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ):
         """Drop stages after the last requested index (and the head), as timm's feature wrapper asks."""
         from timm.models._features import feature_take_indices
 
@@ -408,7 +419,12 @@ class RepLKNet(nn.Module, Reparameterizable):
 
     def reparameterize(self, deep: bool = False) -> None:
         """The large-kernel merges happen in the submodules; ``deep`` also folds ``norm`` into the head."""
-        if deep and self.out_indices is None and isinstance(self.norm, nn.BatchNorm2d) and isinstance(self.head, nn.Linear):
+        if (
+            deep
+            and self.out_indices is None
+            and isinstance(self.norm, nn.BatchNorm2d)
+            and isinstance(self.head, nn.Linear)
+        ):
             # BN before global average pooling commutes with it: fold its affine into the linear head.
             scale, shift = bn_affine(self.norm)
             weight, bias = fold_bn_into_next_1x1(scale, shift, self.head.weight, self.head.bias)

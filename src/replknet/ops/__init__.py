@@ -1,7 +1,14 @@
 """Depthwise large-kernel convolution: the functional op, its implementations and the models' module."""
 
 from replknet.ops.conv import DepthwiseConv2d
-from replknet.ops.dispatch import available_impls, dwconv2d, impl_override, reference_dwconv2d, register_impl
+from replknet.ops.dispatch import (
+    available_impls,
+    dwconv2d,
+    impl_override,
+    reference_dwconv2d,
+    register_auto_rule,
+    register_impl,
+)
 
 __all__ = [
     "DepthwiseConv2d",
@@ -9,5 +16,6 @@ __all__ = [
     "dwconv2d",
     "impl_override",
     "reference_dwconv2d",
+    "register_auto_rule",
     "register_impl",
 ]

@@ -24,7 +24,9 @@ class DepthwiseConv2d(nn.Conv2d):
     def __init__(self, channels: int, kernel_size: int, bias: bool = False, impl: str = "auto") -> None:
         if kernel_size % 2 != 1:
             raise ValueError(f"DepthwiseConv2d needs an odd kernel size, got {kernel_size}")
-        super().__init__(channels, channels, kernel_size, stride=1, padding=kernel_size // 2, groups=channels, bias=bias)
+        super().__init__(
+            channels, channels, kernel_size, stride=1, padding=kernel_size // 2, groups=channels, bias=bias
+        )
         self.impl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H, W)

@@ -20,12 +20,19 @@ _logger = logging.getLogger(__name__)
 DwConvFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 _IMPLS: dict[str, DwConvFn] = {}
+# device type ("cpu", "cuda") -> rule(x, weight) returning an impl name, or None to use "reference"
+_AUTO_RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], str | None]] = {}
 _override = threading.local()
 
 
 def register_impl(name: str, fn: DwConvFn) -> None:
     """Register a depthwise convolution implementation under ``name`` (replacing any previous one)."""
     _IMPLS[name] = fn
+
+
+def register_auto_rule(device_type: str, rule: Callable[[torch.Tensor, torch.Tensor], str | None]) -> None:
+    """Set the rule ``impl="auto"`` follows on ``device_type``: ``rule(x, weight)`` returns an impl name or None."""
+    _AUTO_RULES[device_type] = rule
 
 
 def available_impls() -> list[str]:
@@ -74,8 +81,10 @@ def _check_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 
 def _choose_auto(x: torch.Tensor, weight: torch.Tensor) -> str:
-    """The implementation ``impl="auto"`` uses for this input; ``reference`` until faster ones register."""
-    return "reference"
+    """The implementation ``impl="auto"`` uses for this input (the device's rule, else ``reference``)."""
+    rule = _AUTO_RULES.get(x.device.type)
+    choice = rule(x, weight) if rule is not None else None
+    return choice if choice is not None else "reference"
 
 
 def dwconv2d(
