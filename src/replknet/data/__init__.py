@@ -1,0 +1,1 @@
+"""Data: datasets, transforms and the bundled sample images (``replknet.data.photos``)."""
