@@ -86,7 +86,9 @@ class ReparamLargeKernelConv(nn.Module, Reparameterizable):
         deploy: build the fused form directly (for loading deploy checkpoints).
     """
 
-    def __init__(self, channels: int, kernel_size: int, small_kernel: int | None = 5, deploy: bool = False) -> None:
+    def __init__(
+        self, channels: int, kernel_size: int, small_kernel: int | None = 5, deploy: bool = False, stride: int = 1
+    ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"large kernel size must be odd, got {kernel_size}")
@@ -97,15 +99,30 @@ class ReparamLargeKernelConv(nn.Module, Reparameterizable):
         self.channels = channels
         self.kernel_size = kernel_size
         self.small_kernel = small_kernel
+        # Both branches pad by k // 2, so their taps stay centred on the same input pixel at any stride.
+        self.stride = stride
         self.lkb_origin: ConvBN | None = None
         self.small_conv: ConvBN | None = None
-        self.lkb_reparam: DepthwiseConv2d | None = None
+        self.lkb_reparam: nn.Conv2d | None = None
         if deploy:
-            self.lkb_reparam = DepthwiseConv2d(channels, kernel_size, bias=True)
+            self.lkb_reparam = self._fused_conv()
         else:
-            self.lkb_origin = ConvBN(channels, channels, kernel_size, groups=channels)
+            self.lkb_origin = ConvBN(channels, channels, kernel_size, stride=stride, groups=channels)
             if small_kernel is not None:
-                self.small_conv = ConvBN(channels, channels, small_kernel, groups=channels)
+                self.small_conv = ConvBN(channels, channels, small_kernel, stride=stride, groups=channels)
+
+    def _fused_conv(self) -> nn.Conv2d:
+        if self.stride == 1:
+            return DepthwiseConv2d(self.channels, self.kernel_size, bias=True)
+        return nn.Conv2d(
+            self.channels,
+            self.channels,
+            self.kernel_size,
+            self.stride,
+            self.kernel_size // 2,
+            groups=self.channels,
+            bias=True,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.lkb_reparam is not None:
@@ -131,8 +148,10 @@ class ReparamLargeKernelConv(nn.Module, Reparameterizable):
             return
         kernel, bias = self.equivalent_kernel_bias()
         # NOTE: the official merge copies `padding` from the conv module, which breaks when the CUDA extension
-        # reports padding 0 (official issue #48). The fused conv here is built from the kernel size alone.
-        fused = DepthwiseConv2d(self.channels, self.kernel_size, bias=True, impl=self.lkb_origin.conv.impl)
+        # reports padding 0 (official issue #48). The fused conv here is built from kernel size and stride alone.
+        fused = self._fused_conv()
+        if isinstance(fused, DepthwiseConv2d) and isinstance(self.lkb_origin.conv, DepthwiseConv2d):
+            fused.impl = self.lkb_origin.conv.impl
         fused.to(device=kernel.device, dtype=kernel.dtype)
         fused.weight.data.copy_(kernel)
         fused.bias.data.copy_(bias)
