@@ -11,6 +11,7 @@ import sys
 # `add_arguments(parser)` and `run(args) -> int`; heavy imports stay inside `run`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("check", "build a model, fuse it, print params, MACs and the fusion error"),
+    "shape-bias": ("shape_bias", "shape bias of models on cue-conflict images (Geirhos et al., ICLR 2019)"),
 }
 
 
