@@ -1,5 +1,15 @@
 """Analyses of trained models: numbers and arrays first, plots as a thin layer on top."""
 
+from replknet.analysis.erf import (
+    AreaRatio,
+    ErfResult,
+    area_ratios,
+    compute_erf,
+    contribution_map,
+    feature_extractor,
+    list_images,
+    log_normalize,
+)
 from replknet.analysis.shape_bias import (
     CUE_CONFLICT_CATEGORIES,
     CueConflictDataset,
@@ -18,6 +28,14 @@ from replknet.analysis.shape_bias import (
 )
 
 __all__ = [
+    "AreaRatio",
+    "ErfResult",
+    "area_ratios",
+    "compute_erf",
+    "contribution_map",
+    "feature_extractor",
+    "list_images",
+    "log_normalize",
     "CUE_CONFLICT_CATEGORIES",
     "CueConflictDataset",
     "ShapeBiasCounts",

@@ -11,7 +11,16 @@ import sys
 # `add_arguments(parser)` and `run(args) -> int`; heavy imports stay inside `run`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("check", "build a model, fuse it, print params, MACs and the fusion error"),
+    "train": ("train", "train or fine-tune (paper recipes as presets); no arguments: the 5-minute CPU demo"),
+    "eval": ("eval", "top-1/top-5 of a checkpoint (ours or official) on an ImageFolder or the built-in shapes"),
+    "data": ("data", "built-in data: `data synth --out DIR` writes the synthetic shapes as an ImageFolder"),
+    "erf": ("erf", "effective receptive fields: contribution maps, figures and the area-ratio table"),
     "shape-bias": ("shape_bias", "shape bias of models on cue-conflict images (Geirhos et al., ICLR 2019)"),
+    "predict": ("predict", "top-k ImageNet classes of image files or folders"),
+    "convert": ("convert", "official / mmpretrain checkpoints to safetensors + timm config, checked"),
+    "reparam": ("reparam", "fuse a training-form checkpoint and save the deploy form"),
+    "export": ("export", "export the fused model to ONNX or TorchScript (dynamic batch), checked"),
+    "bench": ("bench", "params, MACs and images/s of RepLKNet next to timm peers"),
 }
 
 
