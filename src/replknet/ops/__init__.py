@@ -19,3 +19,4 @@ __all__ = [
     "register_auto_rule",
     "register_impl",
 ]
+from replknet.ops import triton_dwconv as _triton_dwconv  # noqa: E402, F401  (registers "triton" + the CUDA auto rule)
