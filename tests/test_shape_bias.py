@@ -326,6 +326,35 @@ def test_empty_directory_is_rejected(tmp_path):
         evaluate_shape_bias(TenOutputs(), tmp_path, pil_to_tensor)
 
 
+class AlwaysFirstClass(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(images.shape[0], self.num_classes)
+        logits[:, 0] = 5.0
+        return logits
+
+
+@needs_sample
+def test_custom_category_set_with_its_own_outputs(tmp_path):
+    # a synthetic two-category set: a model with 4 outputs whose class 0 belongs to "circle"
+    source = SAMPLE / "cat" / "cat1-airplane1.png"
+    for name in ("circle/circle1-square2.png", "square/square1-circle1.png", "square/square2-square1.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(source, tmp_path / name)
+    mapping = {"circle": [0, 1], "square": [2, 3]}
+    result = evaluate_shape_bias(AlwaysFirstClass(4), tmp_path, pil_to_tensor, category_indices=mapping)
+    assert [r["decision"] for r in result.records] == ["circle"] * 3
+    assert (result.overall.shape_hits, result.overall.texture_hits, result.num_excluded) == (1, 1, 1)
+    assert result.shape_bias == 0.5
+    with pytest.raises(ValueError, match="has 4 outputs"):
+        evaluate_shape_bias(AlwaysFirstClass(4), tmp_path, pil_to_tensor)  # the ImageNet mapping needs 1000
+    with pytest.raises(StimulusLayoutError, match="unknown category directory 'circle'"):
+        find_stimuli(tmp_path)
+
+
 # ---------------------------------------------------------------- the command line
 
 

@@ -325,25 +325,31 @@ def evaluate_shape_bias(
     """Classify every cue-conflict stimulus with ``model`` and compute its shape bias.
 
     Args:
-        model: any ``nn.Module`` mapping a batch of images to (N, 1000) ImageNet logits; run in eval mode.
+        model: any ``nn.Module`` mapping a batch of images to (N, 1000) ImageNet logits (N, num_classes with
+            ``category_indices``); run in eval mode and restored to its mode afterwards.
         stimuli: a directory in the standard layout, or a list from ``find_stimuli``.
         transform: PIL image -> tensor preprocessing (``transform_for_model(model)`` for a timm model).
         batch_size: images per forward pass.
-        device: where to run; the model's own device by default.
+        device: where the images are sent (the model must already be there); the model's device by default.
         num_workers: DataLoader worker processes for image decoding.
-        category_indices: category -> ImageNet indices; the built-in 16-class mapping by default.
+        category_indices: category -> class indices; the built-in 16-class ImageNet mapping by default. With a
+            mapping of one's own (a synthetic cue-conflict set) any number of model outputs is accepted.
         progress: show a tqdm progress bar over batches.
         description: the progress bar's label.
 
     Raises:
-        ValueError: the model does not produce 1000 outputs per image, or ``batch_size`` < 1.
+        ValueError: the model does not produce 1000 outputs per image (built-in mapping), its output is not
+            (N, num_classes), or ``batch_size`` < 1.
         StimulusLayoutError: the stimuli directory does not fit the layout or is empty.
     """
     from tqdm import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    _check_num_classes(model)
+    # NOTE: the 1000-output requirement belongs to the ImageNet mapping; a custom mapping brings its own classes.
+    num_outputs = IMAGENET_NUM_CLASSES if category_indices is None else None
+    if num_outputs is not None:
+        _check_num_classes(model)
     category_indices = _builtin_category_indices() if category_indices is None else category_indices
     if not isinstance(stimuli, (str, os.PathLike)):
         stimuli = list(stimuli)
@@ -363,12 +369,7 @@ def evaluate_shape_bias(
     try:
         for images, indices in tqdm(loader, desc=description, disable=not progress, unit="batch"):
             logits = model(images.to(device))
-            if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != IMAGENET_NUM_CLASSES:
-                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                raise ValueError(
-                    f"the model returned {shape} for a batch of {len(indices)} images; shape bias needs "
-                    f"(N, {IMAGENET_NUM_CLASSES}) ImageNet logits"
-                )
+            _check_logits(logits, len(indices), num_outputs)
             for index, decision in zip(indices.tolist(), logits_to_decisions(logits.cpu(), category_indices)):
                 decisions[index] = decision
     finally:
@@ -389,6 +390,20 @@ def evaluate_shape_bias(
         result.num_excluded,
     )
     return result
+
+
+def _check_logits(logits: object, batch: int, num_outputs: int | None) -> None:
+    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+    fits = isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[0] == batch
+    if num_outputs is not None:
+        fits = fits and logits.shape[1] == num_outputs
+        if not fits:
+            raise ValueError(
+                f"the model returned {shape} for a batch of {batch} images; shape bias needs "
+                f"(N, {num_outputs}) ImageNet logits"
+            )
+    elif not fits:
+        raise ValueError(f"the model returned {shape} for a batch of {batch} images; expected (N, num_classes) logits")
 
 
 def _nan_to_none(value: float) -> float | None:
