@@ -171,7 +171,7 @@ class LargeKernelMobileNetV2(nn.Module, Reparameterizable):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
-        device = self.conv_head.conv.weight.device
+        device = self.stem.conv.weight.device
         self.classifier = nn.Linear(self.num_features, num_classes).to(device) if num_classes > 0 else nn.Identity()
 
     def _check_input(self, x: torch.Tensor) -> None:

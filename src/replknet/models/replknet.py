@@ -252,7 +252,7 @@ class RepLKNet(nn.Module, Reparameterizable):
                 ConvBN(base_width, base_width, 3, stride=2, groups=base_width, act_layer=nn.ReLU),
             ]
         )
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(layers))]
+        dpr = torch.linspace(0, drop_path_rate, sum(layers), device="cpu").tolist()
         self.stages = nn.ModuleList()
         self.transitions = nn.ModuleList()
         for i in range(self.num_stages):

@@ -1,0 +1,29 @@
+"""Shared test fixtures: the ../shared folder beside the clone (official fixtures, sample stimuli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def _shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not found (tests expect ../shared beside the repository)")
+    return path
+
+
+@pytest.fixture
+def shared_path():
+    """``shared_path(*parts)``: a path under ../shared, skipping the test with a clear reason when absent."""
+    return _shared_path
