@@ -10,6 +10,8 @@ import sys
 # command name -> (module under replknet.cli, one-line help). Each module defines
 # `add_arguments(parser)` and `run(args) -> int`; heavy imports stay inside `run`.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "seg-train": ("seg_train", "train RepLKNet-UperNet segmentation (no arguments: the synthetic CPU demo)"),
+    "seg-eval": ("seg_eval", "mIoU of a seg-train checkpoint: whole, sliding-window, or multi-scale + flip"),
     "check": ("check", "build a model, fuse it, print params, MACs and the fusion error"),
     "train": ("train", "train or fine-tune (paper recipes as presets); no arguments: the 5-minute CPU demo"),
     "eval": ("eval", "top-1/top-5 of a checkpoint (ours or official) on an ImageFolder or the built-in shapes"),
