@@ -229,7 +229,7 @@ _WGRAD_KEY = ["C", "H", "W", "K"]
 
 if INTERPRET:
     # One small configuration: several tiles per image, several channel blocks, and SPLIT > 1.
-    _INTERPRET_TILE = {"BLOCK_C": 4, "BLOCK_H": 8, "BLOCK_W": 8}
+    _INTERPRET_TILE = {"BLOCK_C": 2, "BLOCK_H": 8, "BLOCK_W": 8}
     _INTERPRET_WGRAD = {"BLOCK_C": 2, "BLOCK_T": 16, "BLOCK_P": 32}
     _tile_nchw = _tile_channels_last = _dwconv_tile_kernel
     _wgrad_nchw = _wgrad_channels_last = _dwconv_weight_grad_kernel

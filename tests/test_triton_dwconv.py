@@ -1,0 +1,161 @@
+"""The Triton depthwise convolution: registration, fallback, and kernels vs float64 under TRITON_INTERPRET=1.
+
+The kernel checks run in one subprocess with ``TRITON_INTERPRET=1`` in its environment (the interpreter must be on
+before triton is imported, and must not leak into other tests), at tiny shapes: the interpreter is ~1e4x slower.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from replknet.ops import available_impls, dwconv2d, reference_dwconv2d, triton_dwconv
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+# (N, C, H, W, K, dtype, channels_last, bias): several tiles and channel blocks, K=1, non-square maps, H < K.
+CASES = {
+    "f32-nchw-k7-multitile": (2, 3, 12, 12, 7, "float32", False, True),
+    "f32-nchw-k1": (1, 2, 8, 8, 1, "float32", False, False),
+    "f32-cl-k3": (1, 4, 8, 8, 3, "float32", True, True),
+    "f32-nchw-k13-nonsquare-h<k": (1, 4, 5, 9, 13, "float32", False, True),
+    "f32-cl-k7-nonsquare": (1, 3, 6, 10, 7, "float32", True, False),
+    "f16-nchw-k7": (1, 2, 8, 8, 7, "float16", False, True),
+    "bf16-cl-k7": (1, 2, 8, 8, 7, "bfloat16", True, True),
+    "f16-cl-k13-h<k": (1, 2, 4, 6, 13, "float16", True, True),
+}
+
+WORKER = r"""
+import json, sys, torch
+from replknet.ops import DepthwiseConv2d, dwconv2d
+from replknet.ops.triton_check import compare_with_float64
+from replknet.ops.triton_dwconv import triton_dwconv2d
+
+cases = json.loads(sys.argv[1])
+results = {}
+for name, (n, c, h, w, k, dtype, channels_last, bias) in cases.items():
+    results[name] = compare_with_float64(
+        triton_dwconv2d, (n, c, h, w), k, getattr(torch, dtype), channels_last=channels_last, bias=bias, seed=len(name)
+    )
+# the models' module through the dispatcher, and the mixed-dtype error
+torch.manual_seed(0)
+conv = DepthwiseConv2d(3, 5, bias=True, impl="triton")
+x = torch.randn(1, 3, 6, 6)
+results["module"] = {"matches": bool(torch.allclose(conv(x), dwconv2d(x, conv.weight, conv.bias, impl="reference"),
+                                                    atol=1e-5, rtol=1e-5))}
+try:
+    triton_dwconv2d(x.half(), conv.weight, None)
+    results["mixed_dtype"] = {"raised": False, "message": ""}
+except ValueError as error:
+    results["mixed_dtype"] = {"raised": True, "message": str(error)}
+print("RESULTS " + json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def interpreter_results() -> dict:
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed: the Triton kernels cannot be checked")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, json.dumps(CASES)], env=env, capture_output=True, text=True, timeout=900
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS ")]
+    assert proc.returncode == 0 and lines, f"interpreter worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULTS ") :])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_kernels_match_float64(interpreter_results: dict, name: str) -> None:
+    result = interpreter_results[name]
+    tolerance = result["tolerance"]
+    for key in ("out", "grad_input", "grad_weight", "grad_bias"):
+        if key in result:
+            assert result[key] <= tolerance, f"{name}: {key} relative error {result[key]:.3g} > {tolerance:.3g}"
+    assert result["layout_kept"], f"{name}: output or grad_input lost the input's memory format"
+    assert result["dtypes_kept"], f"{name}: output or gradients changed dtype"
+
+
+def test_module_through_dispatcher_and_dtype_error(interpreter_results: dict) -> None:
+    assert interpreter_results["module"]["matches"]
+    assert interpreter_results["mixed_dtype"]["raised"]
+    assert "one dtype" in interpreter_results["mixed_dtype"]["message"]
+
+
+def test_import_registers_without_importing_kernels() -> None:
+    code = (
+        "import sys, replknet.ops as ops; from replknet.ops import dispatch; "
+        "print('triton' in ops.available_impls(), 'cuda' in dispatch._AUTO_RULES, "
+        "'replknet.ops.triton_kernels' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "True", "False"]
+
+
+def test_cpu_without_interpreter_falls_back_to_reference(monkeypatch, caplog) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(triton_dwconv, "_logged", set())
+    x, weight, bias = torch.randn(2, 3, 9, 9), torch.randn(3, 1, 5, 5), torch.randn(3)
+    with caplog.at_level(logging.WARNING, logger="replknet.ops.triton_dwconv"):
+        out = dwconv2d(x, weight, bias, impl="triton")
+        dwconv2d(x, weight, bias, impl="triton")
+    assert torch.equal(out, reference_dwconv2d(x, weight, bias))
+    messages = [r.getMessage() for r in caplog.records if "using the reference" in r.getMessage()]
+    assert len(messages) == 1 and "TRITON_INTERPRET" in messages[0]  # logged once, naming the reason
+
+
+@pytest.mark.parametrize(
+    ("x", "kernel_size", "expected"),
+    [
+        (torch.zeros(1, 2, 4, 4, dtype=torch.float64), 3, "dtype"),
+        (torch.zeros(1, 2, 4, 4), 65, "kernel size 65"),
+        (torch.zeros(0, 2, 4, 4), 3, "empty"),
+    ],
+)
+def test_unsupported_reasons(monkeypatch, x: torch.Tensor, kernel_size: int, expected: str) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # only the argument checks run here, no kernel
+    weight = torch.zeros(x.shape[1], 1, kernel_size, kernel_size, dtype=x.dtype)
+    assert expected in triton_dwconv.unsupported_reason(x, weight)
+
+
+def test_cpu_auto_dispatch_is_not_triton() -> None:
+    assert "triton" in available_impls()
+    x, weight = torch.randn(1, 2, 6, 6), torch.randn(2, 1, 3, 3)
+    assert triton_dwconv.cuda_auto_rule(x, weight) is None  # the CUDA rule never claims a CPU tensor
+    assert torch.allclose(dwconv2d(x, weight), reference_dwconv2d(x, weight))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gpu_kernels_match_float64(dtype: torch.dtype, channels_last: bool) -> None:
+    from replknet.ops.triton_check import compare_with_float64
+
+    result = compare_with_float64(
+        triton_dwconv.triton_dwconv2d, (4, 32, 28, 28), 29, dtype, channels_last=channels_last, device="cuda"
+    )
+    for key in ("out", "grad_input", "grad_weight", "grad_bias"):
+        assert result[key] <= result["tolerance"], (key, result)
+    assert result["layout_kept"] and result["dtypes_kept"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_auto_rule_picks_the_measured_winner() -> None:
+    triton_dwconv.clear_auto_decisions()
+    x = torch.randn(8, 64, 28, 28, device="cuda")
+    weight = torch.randn(64, 1, 27, 27, device="cuda")
+    choice = triton_dwconv.cuda_auto_rule(x, weight)
+    (decision,) = triton_dwconv.auto_decisions()
+    assert (choice == "triton") == decision.use_triton
+    assert not decision.use_triton or decision.triton_ms < decision.reference_ms
