@@ -233,13 +233,10 @@ def test_counting_errors():
 
 @needs_sample
 def test_shape_answering_model_scores_one(sample):
-    stimuli, _ = sample
-    # through timm's preprocessing for a replknet model (resize 256, crop 224, normalise), as the CLI does
-    transform = transform_for_model(replknet.create_model("replknet_tiny_k3"))
-    keys = [_image_key(transform(_open(s.path))) for s in stimuli]
+    stimuli, keys = sample
     model = lookup_model(stimuli, keys, lambda s, _: s.shape)
     model.train()
-    result = evaluate_shape_bias(model, SAMPLE, transform, batch_size=32)
+    result = evaluate_shape_bias(model, SAMPLE, pil_to_tensor, batch_size=32)
     assert model.training, "evaluation must restore the model's mode"
     assert result.shape_bias == 1.0
     assert (result.overall.num_images, result.overall.shape_hits, result.overall.texture_hits) == (79, 79, 0)
@@ -247,13 +244,6 @@ def test_shape_answering_model_scores_one(sample):
     assert all(result.per_category[c].shape_bias == 1.0 for c in CUE_CONFLICT_CATEGORIES)
     assert result.per_category["car"].num_images == 4
     assert len(result.records) == 80 and all(r["decision"] == r["shape"] for r in result.records)
-
-
-def _open(path):
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 @needs_sample
@@ -358,14 +348,29 @@ def test_custom_category_set_with_its_own_outputs(tmp_path):
 # ---------------------------------------------------------------- the command line
 
 
+def _open(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 @needs_sample
 def test_cli_matches_the_library_on_checkpointed_weights(tmp_path, capsys):
     stimuli_dir = tmp_path / "stimuli"
     shutil.copytree(SAMPLE / "car", stimuli_dir / "car")  # 5 images, one excluded
     torch.manual_seed(1)
-    model = randomize_bn_stats(replknet.create_model("replknet_tiny_k3"))
+    model = randomize_bn_stats(replknet.create_model("replknet_tiny_k3")).eval()
+    transform = transform_for_model(model)
+    # a random network answers the same for every image; centring the head on these images' mean feature makes
+    # its answers differ between images, so only the right weights and preprocessing reproduce them
+    with torch.no_grad():
+        images = torch.stack([transform(_open(path)) for path in sorted(stimuli_dir.glob("*/*.png"))])
+        features = model.forward_head(model.forward_features(images), pre_logits=True)  # (5, C)
+        model.head.bias.copy_(-model.head.weight @ features.mean(dim=0))
     checkpoint = replknet.save_state_dict(model.state_dict(), tmp_path / "tiny.safetensors")
-    expected = evaluate_shape_bias(model, stimuli_dir, transform_for_model(model))
+    expected = evaluate_shape_bias(model, stimuli_dir, transform)
+    assert len({record["decision"] for record in expected.records}) >= 3
 
     rc = cli_main(
         [
