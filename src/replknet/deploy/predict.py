@@ -1,0 +1,150 @@
+"""Classifying image files with a model's own preprocessing and reporting the top-k ImageNet labels."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """One of the top-k classes: its index, its name (None when the model's classes are unnamed), probability."""
+
+    index: int
+    label: str | None
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image, most probable first."""
+
+    path: str
+    top: list[ClassScore]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files among ``inputs``: files as given, folders searched recursively (sorted), by extension.
+
+    Raises:
+        FileNotFoundError: an input that does not exist, or no images found at all.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"image or folder not found: {path}")
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {[str(i) for i in inputs]}")
+    return found
+
+
+def load_image(path: str | os.PathLike):
+    """Open an image as RGB (PIL), raising ``ValueError`` naming the file when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def class_labels(model: nn.Module) -> list[str] | None:
+    """Names of the model's classes: the config's ``label_names`` if any, else timm's ImageNet metadata for a
+    1000/21841/... class head (offline, bundled with timm), else None.
+    """
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    num_classes = getattr(model, "num_classes", None)
+    names = getattr(model, "pretrained_cfg", {}).get("label_names")
+    if names and (num_classes is None or len(names) == num_classes):
+        return list(names.values()) if isinstance(names, dict) else list(names)
+    subset = infer_imagenet_subset(model) if num_classes else None
+    if subset is None:
+        return None
+    return list(ImageNetInfo(subset).label_descriptions())
+
+
+def data_transform(model: nn.Module, image_size: int | None = None):
+    """The model's evaluation transform (timm ``resolve_data_config`` + ``create_transform``)."""
+    from timm.data import create_transform, resolve_data_config
+
+    args = {"input_size": (getattr(model, "in_chans", 3), image_size, image_size)} if image_size else {}
+    config = resolve_data_config(args, model=model)
+    return create_transform(**config, is_training=False)
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: Iterable[str | os.PathLike],
+    top_k: int = 5,
+    batch_size: int = 16,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    labels: Sequence[str] | None = None,
+) -> list[Prediction]:
+    """Top-k classes for each image file (folders are searched recursively).
+
+    Args:
+        model: a classifier.
+        images: image files and/or folders.
+        top_k: classes per image (capped at the number of classes).
+        batch_size: images per forward pass.
+        image_size: override the model's input resolution (the crop keeps the model's crop ratio).
+        device: where to run.
+        labels: class names; by default ``class_labels(model)``.
+
+    Raises:
+        ValueError: an unreadable image (the path is named), a model without a classifier, a bad ``top_k``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    num_classes = getattr(model, "num_classes", None)
+    if not num_classes:
+        raise ValueError("the model has no classifier head (num_classes is 0 or None); predict needs one")
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    paths = find_images(images)
+    labels = list(labels) if labels is not None else class_labels(model)
+    if labels is not None and len(labels) != num_classes:
+        raise ValueError(f"{len(labels)} class names given for a model with {num_classes} classes")
+    transform = data_transform(model, image_size)
+    model = model.eval().to(device)
+    k = min(top_k, num_classes)
+    predictions: list[Prediction] = []
+    for batch_paths in _batches(paths, batch_size):
+        batch = torch.stack([transform(load_image(p)) for p in batch_paths]).to(device)  # (N, C, H, W)
+        probabilities = model(batch).float().softmax(dim=-1)
+        top_p, top_i = probabilities.topk(k, dim=-1)
+        for path, p_row, i_row in zip(batch_paths, top_p.tolist(), top_i.tolist()):
+            scores = [ClassScore(i, labels[i] if labels else None, p) for p, i in zip(p_row, i_row)]
+            predictions.append(Prediction(str(path), scores))
+        _logger.debug("classified %d/%d images", len(predictions), len(paths))
+    return predictions
+
+
+__all__ = ["ClassScore", "Prediction", "class_labels", "data_transform", "find_images", "load_image", "predict"]
