@@ -30,12 +30,15 @@ from replknet.ops.triton_dwconv import memory_format_of
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
 
-@triton.jit
+# NOTE: shape and row/batch-stride arguments are not specialised (no recompiles per divisibility-by-16 pattern);
+# shifted taps are unaligned anyway. Channel and column strides stay specialised (== 1 gives contiguous loads).
+@triton.jit(do_not_specialize=["N", "C", "H", "W", "K", "PAD", "sxn", "sxh", "syn", "syh"])
 def _dwconv_tile_kernel(
     x_ptr,
     w_ptr,
     b_ptr,
     y_ptr,
+    N,
     C,
     H,
     W,
@@ -58,6 +61,7 @@ def _dwconv_tile_kernel(
     """y[n, c, oh, ow] = sum_{kh, kw} x[n, c, oh + kh - PAD, ow + kw - PAD] * w[c, kh, kw] (+ b[c]).
 
     With FLIP the tap (kh, kw) reads w[c, K - 1 - kh, K - 1 - kw]: the input gradient of the same convolution.
+    The grid is (tiles of H x W, blocks of C, N); ``N`` itself only keys the autotuning.
     """
     pid_tile = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -108,7 +112,7 @@ def _dwconv_tile_kernel(
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=c_mask[:, None] & p_mask[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N", "C", "H", "W", "K", "PAD", "sxn", "sxh", "sgn", "sgh", "SPLIT"])
 def _dwconv_weight_grad_kernel(
     x_ptr,
     g_ptr,
@@ -224,8 +228,9 @@ _WGRAD_CONFIGS_CHANNELS_LAST = [
     _wgrad_config(32, 16, 8, 8),
 ]
 
-_TILE_KEY = ["C", "H", "W", "K"]
-_WGRAD_KEY = ["C", "H", "W", "K"]
+# The batch is part of the key: the best tile for a full H200 differs from the best one for a batch of 2.
+_TILE_KEY = ["C", "H", "W", "K", "N"]
+_WGRAD_KEY = ["N", "C", "H", "W", "K"]
 
 if INTERPRET:
     # One small configuration: several tiles per image, several channel blocks, and SPLIT > 1.
@@ -265,6 +270,7 @@ def _tile_launch(
         weight,
         bias if bias is not None else weight,  # never read when HAS_BIAS is False
         y,
+        batch,
         channels,
         height,
         width,
