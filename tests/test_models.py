@@ -182,7 +182,6 @@ def test_in_chans():
 
 
 def test_pretrained_cfgs_follow_official_eval_settings():
-    xl = timm.create_model("replknet_xl", pretrained=False).pretrained_cfg if False else None  # noqa: F841
     cfg = timm.models.get_pretrained_cfg("replknet_xl")
     assert cfg.mean == (0.5, 0.5, 0.5) and cfg.std == (0.5, 0.5, 0.5) and cfg.input_size == (3, 320, 320)
     cfg_384 = timm.models.get_pretrained_cfg("replknet_31b.in1k_384")
@@ -197,7 +196,7 @@ def test_pretrained_from_local_file(tmp_path):
     randomize_bn_stats(source)
     path = replknet.save_state_dict(source.state_dict(), tmp_path / "w.safetensors")
     model = timm.create_model(
-        "replknet_tiny", pretrained=True, num_classes=4, pretrained_cfg_overlay=dict(file=str(path))
+        "replknet_tiny", pretrained=True, num_classes=4, pretrained_cfg_overlay=dict(file=str(path), num_classes=4)
     ).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -287,6 +287,8 @@ class RepLKNet(nn.Module, Reparameterizable):
             self.norm: nn.Module = nn.BatchNorm2d(channels[-1])
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.head: nn.Module = nn.Linear(channels[-1], num_classes) if num_classes > 0 else nn.Identity()
+        if use_checkpoint:
+            self.set_grad_checkpointing(True)
 
     # ------------------------------------------------------------------ timm conventions
     @torch.jit.ignore
@@ -315,7 +317,7 @@ class RepLKNet(nn.Module, Reparameterizable):
         if global_pool not in (None, "avg", ""):
             raise ValueError(f"RepLKNet supports global_pool 'avg' only, got {global_pool!r}")
         self.num_classes = num_classes
-        device = self.norm.weight.device
+        device = self.stem[0].conv.weight.device
         self.head = nn.Linear(self.num_features, num_classes).to(device) if num_classes > 0 else nn.Identity()
 
     # ------------------------------------------------------------------ forward
@@ -491,6 +493,10 @@ def _create_replknet(variant: str, pretrained: bool = False, **kwargs) -> RepLKN
 
     config = REPLKNET_CONFIGS[variant].kwargs()
     config.update(kwargs)
+    if config.get("out_indices") is not None and not config.get("features_only", False):
+        # Backbone mode: timm drops num_classes=None and would fill in the pretrained config's 1000, which the
+        # official constructor rejects next to out_indices.
+        config["num_classes"] = None
     return build_model_with_cfg(
         RepLKNet,
         variant,
