@@ -1,6 +1,6 @@
 """A procedurally generated 10-class image dataset that rewards a large receptive field.
 
-Each image shows one LARGE shape (spanning 55-90% of the image) whose class is the shape alone: the fill inside
+Each image shows one LARGE shape (spanning 60-95% of the image) whose class is the shape alone: the fill inside
 the shape and the background around it are random textures (stripes, checks, dots, waves, blobs, rings, flat)
 drawn independently of the class, with random colours. A small patch therefore says nothing about the class;
 only the outline of the whole shape does, which a network can see only with a receptive field about as large as
@@ -92,8 +92,8 @@ class ShapePose:
 
 def random_pose(
     rng: np.random.Generator,
-    min_scale: float = 0.55,
-    max_scale: float = 0.9,
+    min_scale: float = 0.6,
+    max_scale: float = 0.95,
     max_angle_deg: float = 25.0,
     max_shift: float | None = None,
 ) -> ShapePose:
@@ -167,7 +167,7 @@ def _disk(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _frame(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     chebyshev = np.maximum(np.abs(u), np.abs(v))
-    return (chebyshev <= 0.78) & (chebyshev >= 0.42)
+    return (chebyshev <= 0.85) & (chebyshev >= 0.45)
 
 
 def _heart(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -182,7 +182,7 @@ def _ring(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _square(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.maximum(np.abs(u), np.abs(v)) <= 0.72
+    return np.maximum(np.abs(u), np.abs(v)) <= 0.8
 
 
 _STAR_VERTICES = _star(5, 1.0, 0.42)
