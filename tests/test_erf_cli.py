@@ -12,9 +12,7 @@ import pytest
 from replknet.cli import erf as erf_cli
 from replknet.cli.main import build_parser, main
 
-FIXTURE = Path("/work/shared/fixtures/official_tiny/state_dict.pth")
-if not FIXTURE.is_file():
-    FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_tiny" / "state_dict.pth"
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_tiny" / "state_dict.pth"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
