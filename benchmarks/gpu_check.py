@@ -163,22 +163,23 @@ def section_kernel_timing(args: argparse.Namespace, device: str, budget: Budget)
                         x = torch.randn(batch, channels, size, size, device=device, dtype=dtype)
                         x = x.contiguous(memory_format=fmt)
                         weight = torch.randn(channels, 1, kernel_size, kernel_size, device=device, dtype=dtype)
+                        bias = torch.randn(channels, device=device, dtype=dtype)  # as in the fused models
                         if mode == "fwd":
 
-                            def run(fn=fn, x=x, weight=weight) -> object:
+                            def run(fn=fn, x=x, weight=weight, bias=bias) -> object:
                                 with torch.no_grad():
-                                    return fn(x, weight, None)
+                                    return fn(x, weight, bias)
 
                         else:
                             x.requires_grad_(True)
                             weight.requires_grad_(True)
                             grad_out = torch.randn_like(x)
 
-                            def run(fn=fn, x=x, weight=weight, grad_out=grad_out) -> object:
-                                return torch.autograd.grad(fn(x, weight, None), (x, weight), grad_out)
+                            def run(fn=fn, x=x, weight=weight, bias=bias, grad_out=grad_out) -> object:
+                                return torch.autograd.grad(fn(x, weight, bias), (x, weight), grad_out)
 
                         row[name] = median_ms(run, device, warmup, iters)
-                        del x, weight
+                        del x, weight, bias
                     except Exception as error:
                         row[name] = f"error: {error!r}"[:300]
                 times = {k: v for k, v in row.items() if k in variants and isinstance(v, float)}

@@ -31,6 +31,9 @@ CASES = {
     "bf16-cl-k7": (1, 2, 8, 8, 7, "bfloat16", True, True),
     "f16-cl-k13-h<k": (1, 2, 4, 6, 13, "float16", True, True),
 }
+# The dot (tensor-core) path tiles 16 x 16 under the interpreter: a larger map for several tiles (cheap there).
+DOT_ONLY_CASES = {"f32-cl-k7-dot-multitile": (1, 3, 20, 18, 7, "float32", True, True)}
+RUNS = [(name, "direct") for name in CASES] + [(name, "dot") for name in {**CASES, **DOT_ONLY_CASES}]
 
 IMPORT_CHECK = (
     "import sys, replknet.ops as ops; from replknet.ops import dispatch; "
@@ -43,17 +46,21 @@ WORKER = (
     + r"""
 import json, sys, time, torch
 from replknet.ops import DepthwiseConv2d, dwconv2d
+from replknet.ops import triton_kernels
 from replknet.ops.triton_check import compare_with_float64
 from replknet.ops.triton_dwconv import triton_dwconv2d
 
-cases = json.loads(sys.argv[1])
+cases, runs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 results = {"import": IMPORTED}
-for name, (n, c, h, w, k, dtype, channels_last, bias) in cases.items():
+for name, path in runs:
+    n, c, h, w, k, dtype, channels_last, bias = cases[name]
+    triton_kernels.INTERPRET_PATH = path
     tic = time.perf_counter()
-    results[name] = compare_with_float64(
+    result = compare_with_float64(
         triton_dwconv2d, (n, c, h, w), k, getattr(torch, dtype), channels_last=channels_last, bias=bias, seed=len(name)
     )
-    results[name]["seconds"] = time.perf_counter() - tic
+    results[f"{name}/{path}"] = dict(result, seconds=time.perf_counter() - tic)
+triton_kernels.INTERPRET_PATH = "direct"
 # the models' module through the dispatcher, and the mixed-dtype error
 torch.manual_seed(0)
 conv = DepthwiseConv2d(3, 5, bias=True, impl="triton")
@@ -76,16 +83,20 @@ def interpreter_results() -> dict:
         pytest.skip("triton is not installed: the Triton kernels cannot be checked")
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run(
-        [sys.executable, "-c", WORKER, json.dumps(CASES)], env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", WORKER, json.dumps({**CASES, **DOT_ONLY_CASES}), json.dumps(RUNS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS ")]
     assert proc.returncode == 0 and lines, f"interpreter worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1][len("RESULTS ") :])
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_kernels_match_float64(interpreter_results: dict, name: str) -> None:
-    result = interpreter_results[name]
+@pytest.mark.parametrize(("name", "path"), RUNS)
+def test_kernels_match_float64(interpreter_results: dict, name: str, path: str) -> None:
+    result = interpreter_results[f"{name}/{path}"]
     tolerance = result["tolerance"]
     for key in ("out", "grad_input", "grad_weight", "grad_bias"):
         if key in result:
@@ -171,14 +182,16 @@ def test_gpu_auto_rule_picks_the_measured_winner() -> None:
     assert not decision.use_triton or decision.triton_ms < decision.reference_ms
 
 
-def _compile_for_hopper(kernel, pointer_types: list[str], int_names: list[str], constexprs: dict, num_warps: int):
+def _compile_for_hopper(kernel, pointer_types: list[str], constexprs: dict, num_warps: int):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    names = kernel.arg_names
-    signature = dict(zip(names, pointer_types + ["i32"] * len(int_names) + ["constexpr"] * len(constexprs)))
-    assert list(signature) == names, "kernel signature changed; update the test"
+    signature = {}
+    for index, name in enumerate(kernel.arg_names):
+        signature[name] = pointer_types[index] if index < len(pointer_types) else "i32"
+        if name in constexprs:
+            signature[name] = "constexpr"
     source = ASTSource(kernel, signature, constexprs)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
@@ -186,18 +199,20 @@ def _compile_for_hopper(kernel, pointer_types: list[str], int_names: list[str], 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") != "0", reason="kernels are interpreted in this process")
 def test_kernels_compile_for_hopper_without_a_gpu() -> None:
-    """Ahead-of-time compile to sm_90 cubin: catches GPU-only codegen errors the interpreter cannot see."""
-    from replknet.ops import triton_kernels
+    """Ahead-of-time compile to sm_90 (PTX and cubin): catches GPU-only codegen errors the interpreter cannot see,
+    and checks that the dot paths really use tensor-core instructions for half precision."""
+    from replknet.ops import triton_kernels as tk
 
-    tile = triton_kernels._dwconv_tile_kernel
-    ints = [n for n in tile.arg_names[4:] if n not in ("FLIP", "HAS_BIAS", "BLOCK_C", "BLOCK_H", "BLOCK_W")]
-    compiled = _compile_for_hopper(
-        tile, ["*bf16"] * 4, ints, {"FLIP": True, "HAS_BIAS": True, "BLOCK_C": 32, "BLOCK_H": 4, "BLOCK_W": 4}, 4
+    flags = {"FLIP": True, "HAS_BIAS": True, "DOT_IEEE": False}
+    direct = _compile_for_hopper(
+        tk._dwconv_tile_kernel, ["*bf16"] * 4, {**tk._TILE_CONFIGS_CHANNELS_LAST[0].kwargs, **flags}, 4
     )
-    assert compiled.asm["cubin"] and "ld.global" in compiled.asm["ptx"]
-    wgrad = triton_kernels._dwconv_weight_grad_kernel
-    ints = [n for n in wgrad.arg_names[3:] if not n.startswith("BLOCK_")]
-    compiled = _compile_for_hopper(
-        wgrad, ["*fp32", "*fp32", "*fp32"], ints, {"BLOCK_C": 1, "BLOCK_T": 16, "BLOCK_P": 128}, 4
-    )
-    assert compiled.asm["cubin"] and "st.global" in compiled.asm["ptx"]
+    assert direct.asm["cubin"] and "ld.global" in direct.asm["ptx"]
+    dot = _compile_for_hopper(tk._dwconv_tile_kernel, ["*bf16"] * 4, {**tk._DOT_TILES[1].kwargs, **flags}, 4)
+    assert "mma" in dot.asm["ptx"]
+    wgrad_meta = {**tk._DOT_WGRAD[1].kwargs, "DOT_IEEE": False}
+    wgrad = _compile_for_hopper(tk._dwconv_weight_grad_kernel, ["*fp16", "*fp16", "*fp32"], wgrad_meta, 4)
+    assert "mma" in wgrad.asm["ptx"] and "st.global" in wgrad.asm["ptx"]
+    wgrad_meta = {**tk._WGRAD_CONFIGS_NCHW[0].kwargs, "DOT_IEEE": True}
+    wgrad = _compile_for_hopper(tk._dwconv_weight_grad_kernel, ["*fp32", "*fp32", "*fp32"], wgrad_meta, 4)
+    assert wgrad.asm["cubin"]

@@ -57,12 +57,79 @@ def _dwconv_tile_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    WIN: tl.constexpr,
+    DOT_IEEE: tl.constexpr,
 ):
     """y[n, c, oh, ow] = sum_{kh, kw} x[n, c, oh + kh - PAD, ow + kw - PAD] * w[c, kh, kw] (+ b[c]).
 
     With FLIP the tap (kh, kw) reads w[c, K - 1 - kh, K - 1 - kw]: the input gradient of the same convolution.
-    The grid is (tiles of H x W, blocks of C, N); ``N`` itself only keys the autotuning.
+    The grid is (tiles of H x W, blocks of C, N); ``N`` itself only keys the autotuning. With USE_DOT (BLOCK_C
+    must be 1 and WIN >= BLOCK_W + K - 1) each kernel row is a matrix product on the tensor cores.
     """
+    if USE_DOT:
+        _tile_dot(
+            x_ptr, w_ptr, b_ptr, y_ptr, H, W, K, PAD, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+            FLIP, HAS_BIAS, BLOCK_H, BLOCK_W, WIN, DOT_IEEE,
+        )  # fmt: skip
+    else:
+        _tile_direct(
+            x_ptr, w_ptr, b_ptr, y_ptr, C, H, W, K, PAD, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+            FLIP, HAS_BIAS, BLOCK_C, BLOCK_H, BLOCK_W,
+        )  # fmt: skip
+
+
+@triton.jit
+def _tile_dot(
+    x_ptr, w_ptr, b_ptr, y_ptr, H, W, K, PAD, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+    FLIP: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, WIN: tl.constexpr,
+    DOT_IEEE: tl.constexpr,
+):  # fmt: skip
+    """Implicit GEMM per kernel row: out[r, o] += sum_j x[r + kh - PAD, w0 - PAD + j] * T_kh[j, o], where the
+    banded (Toeplitz) matrix T_kh[j, o] = w[kh, j - o] for 0 <= j - o < K, else 0."""
+    pid_tile = tl.program_id(0)
+    channel = tl.program_id(1).to(tl.int64)
+    pid_n = tl.program_id(2).to(tl.int64)
+    tiles_w = tl.cdiv(W, BLOCK_W)
+    h0 = (pid_tile // tiles_w) * BLOCK_H
+    w0 = (pid_tile % tiles_w) * BLOCK_W
+    rows = h0 + tl.arange(0, BLOCK_H)  # output rows
+    cols = w0 + tl.arange(0, BLOCK_W)  # output columns
+    window = tl.arange(0, WIN)
+    in_cols = w0 - PAD + window  # the input columns the tile's rows need
+    col_ok = (in_cols >= 0) & (in_cols < W)
+    tap = window[:, None] - tl.arange(0, BLOCK_W)[None, :]  # (WIN, BLOCK_W): kw of input column j for output o
+    band = (tap >= 0) & (tap < K)
+    x_chan = x_ptr + pid_n * sxn + channel * sxc
+    w_chan = w_ptr + channel * K * K
+    acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+    h_last = tl.minimum(h0 + BLOCK_H, H) - 1
+    kh_lo = tl.maximum(PAD - h_last, 0)
+    kh_hi = tl.minimum(H + PAD - h0, K)
+    for kh in range(kh_lo, kh_hi):
+        ih = rows + (kh - PAD)
+        x_mask = ((ih >= 0) & (ih < H))[:, None] & col_ok[None, :]
+        xt = tl.load(x_chan + (ih * sxh)[:, None] + (in_cols * sxw)[None, :], mask=x_mask, other=0.0)  # (BH, WIN)
+        if FLIP:
+            toeplitz = tl.load(w_chan + ((K - 1 - kh) * K + K - 1) - tap, mask=band, other=0.0)
+        else:
+            toeplitz = tl.load(w_chan + kh * K + tap, mask=band, other=0.0)  # (WIN, BLOCK_W)
+        if DOT_IEEE:
+            acc = tl.dot(xt.to(tl.float32), toeplitz.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(xt, toeplitz, acc)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + channel).to(tl.float32)
+    y_off = pid_n * syn + channel * syc + (rows * syh)[:, None] + (cols * syw)[None, :]
+    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=(rows < H)[:, None] & (cols < W)[None, :])
+
+
+@triton.jit
+def _tile_direct(
+    x_ptr, w_ptr, b_ptr, y_ptr, C, H, W, K, PAD, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+    FLIP: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    """Direct method: one FMA per tap and pixel, for BLOCK_C channels at once."""
     pid_tile = tl.program_id(0)
     pid_c = tl.program_id(1)
     pid_n = tl.program_id(2).to(tl.int64)
@@ -135,8 +202,72 @@ def _dwconv_weight_grad_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    KPAD: tl.constexpr,
+    DOT_W: tl.constexpr,
+    DOT_IEEE: tl.constexpr,
 ):
-    """part[s, c, t] = sum over pixels p = (n, oh, ow) of chunks s, s + SPLIT, ... of g[n, c, oh, ow] * x[tap t]."""
+    """part[s, c, t]: the share of split s of the weight gradient of channel c at tap t = kh * K + kw.
+
+    Direct method: sum over pixels p = (n, oh, ow) of chunks s, s + SPLIT, ... of g[n, c, oh, ow] * x[tap t]. With
+    USE_DOT (grid (C, 1, SPLIT), KPAD >= K): a (KPAD x KPAD) matrix product per input row (see ``_wgrad_dot``).
+    """
+    if USE_DOT:
+        _wgrad_dot(
+            x_ptr, g_ptr, part_ptr, N, C, H, W, K, PAD, sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, SPLIT,
+            KPAD, DOT_W, DOT_IEEE,
+        )  # fmt: skip
+    else:
+        _wgrad_direct(
+            x_ptr, g_ptr, part_ptr, N, C, H, W, K, PAD, sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, SPLIT,
+            BLOCK_C, BLOCK_T, BLOCK_P,
+        )  # fmt: skip
+
+
+@triton.jit
+def _wgrad_dot(
+    x_ptr, g_ptr, part_ptr, N, C, H, W, K, PAD, sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, SPLIT,
+    KPAD: tl.constexpr, DOT_W: tl.constexpr, DOT_IEEE: tl.constexpr,
+):  # fmt: skip
+    """For every input row ih of every image: dW[kh, kw] += sum_q g[ih - kh + PAD, q] * x[ih, q + kw - PAD],
+    i.e. (rows of g gathered in reverse, KPAD x DOT_W) @ (a Hankel window of the x row, DOT_W x KPAD)."""
+    channel = tl.program_id(0).to(tl.int64)
+    pid_s = tl.program_id(2)
+    taps = tl.arange(0, KPAD)
+    tap_ok = taps < K
+    q = tl.arange(0, DOT_W)
+    x_chan = x_ptr + channel * sxc
+    g_chan = g_ptr + channel * sgc
+    acc = tl.zeros((KPAD, KPAD), dtype=tl.float32)
+    for pair in range(pid_s, N * H, SPLIT):
+        n = tl.zeros([], dtype=tl.int64) + pair // H
+        ih = pair % H
+        oh = ih - taps + PAD  # (KPAD,) output row that meets input row ih through kernel row kh
+        oh_ok = tap_ok & (oh >= 0) & (oh < H)
+        x_row = x_chan + n * sxn + ih * sxh
+        g_img = g_chan + n * sgn
+        for w0 in range(0, W, DOT_W):
+            ow = w0 + q  # (DOT_W,) output columns
+            ow_ok = ow < W
+            g_mask = oh_ok[:, None] & ow_ok[None, :]
+            gt = tl.load(g_img + (oh * sgh)[:, None] + (ow * sgw)[None, :], mask=g_mask, other=0.0)  # (KPAD, DOT_W)
+            iw = ow[:, None] + (taps - PAD)[None, :]  # (DOT_W, KPAD)
+            x_mask = ow_ok[:, None] & tap_ok[None, :] & (iw >= 0) & (iw < W)
+            hankel = tl.load(x_row + iw * sxw, mask=x_mask, other=0.0)
+            if DOT_IEEE:
+                acc = tl.dot(gt.to(tl.float32), hankel.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(gt, hankel, acc)
+    out_off = pid_s.to(tl.int64) * C * K * K + channel * K * K + taps[:, None] * K + taps[None, :]
+    tl.store(part_ptr + out_off, acc, mask=tap_ok[:, None] & tap_ok[None, :])
+
+
+@triton.jit
+def _wgrad_direct(
+    x_ptr, g_ptr, part_ptr, N, C, H, W, K, PAD, sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, SPLIT,
+    BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
+    """Direct method: every tap of a BLOCK_C x BLOCK_T block against BLOCK_P pixels at a time."""
     pid_c = tl.program_id(0)
     pid_t = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -174,80 +305,152 @@ def _dwconv_weight_grad_kernel(
 
 
 def _prune_tile_configs(configs: list, named_args: dict, **kwargs) -> list:
-    """Drop tiles more than twice as large as the image in a dimension, or wider than the channel count."""
-    height, width, channels = named_args["H"], named_args["W"], named_args["C"]
+    """Keep tiles at most about twice the image (16, the smallest dot tile, always fits) and channel blocks at most
+    about twice the channels; a dot config needs its input window to cover BLOCK_W + K - 1 columns."""
+    height, width, channels, kernel_size = named_args["H"], named_args["W"], named_args["C"], named_args["K"]
+    kept = []
+    for config in configs:
+        meta = config.kwargs
+        if meta["USE_DOT"]:
+            need = meta["BLOCK_W"] + kernel_size - 1
+            fits = meta["WIN"] >= need and meta["WIN"] < 2 * need
+            fits = fits and (meta["BLOCK_H"] < 2 * height or meta["BLOCK_H"] == 16)
+            fits = fits and (meta["BLOCK_W"] < 2 * width or meta["BLOCK_W"] == 16)
+        else:
+            fits = meta["BLOCK_H"] < 2 * height and meta["BLOCK_W"] < 2 * width and meta["BLOCK_C"] < 2 * channels
+        if fits:
+            kept.append(config)
+    return kept or [c for c in configs if not c.kwargs["USE_DOT"]][:1]
+
+
+def _prune_wgrad_configs(configs: list, named_args: dict, **kwargs) -> list:
+    """A dot config needs KPAD >= K (and not more than twice K, 16 being the smallest)."""
+    kernel_size = named_args["K"]
     kept = [
-        config
-        for config in configs
-        if config.kwargs["BLOCK_H"] < 2 * height
-        and config.kwargs["BLOCK_W"] < 2 * width
-        and config.kwargs["BLOCK_C"] < 2 * channels
+        c
+        for c in configs
+        if not c.kwargs["USE_DOT"]
+        or (c.kwargs["KPAD"] >= kernel_size and (c.kwargs["KPAD"] < 2 * kernel_size or c.kwargs["KPAD"] == 16))
     ]
-    return kept or configs[:1]
+    return kept or [c for c in configs if not c.kwargs["USE_DOT"]][:1]
 
 
-def _tile_config(block_c: int, block_h: int, block_w: int, num_warps: int) -> triton.Config:
-    return triton.Config({"BLOCK_C": block_c, "BLOCK_H": block_h, "BLOCK_W": block_w}, num_warps=num_warps)
+def _tile_config(block_c: int, block_h: int, block_w: int, num_warps: int, win: int = 0) -> triton.Config:
+    meta = {"BLOCK_C": block_c, "BLOCK_H": block_h, "BLOCK_W": block_w, "USE_DOT": win > 0, "WIN": max(win, 16)}
+    return triton.Config(meta, num_warps=num_warps)
 
 
 # NOTE: candidates picked for Hopper from first principles (not yet measured on the H200): NCHW tiles run
-# along W for coalesced loads; channels_last tiles put 16-64 channels on the contiguous axis.
+# along W for coalesced loads; channels_last tiles put 16-64 channels on the contiguous axis; the dot tiles
+# (win > 0) trade up to ~2x wasted multiply-adds in the banded matrix for tensor cores and fewer loads.
+_DOT_TILES = [
+    _tile_config(1, 64, 32, 4, win=64),
+    _tile_config(1, 32, 32, 4, win=64),
+    _tile_config(1, 16, 32, 4, win=64),
+    _tile_config(1, 16, 16, 4, win=32),
+    _tile_config(1, 16, 16, 4, win=64),
+    _tile_config(1, 32, 64, 8, win=128),
+    _tile_config(1, 16, 64, 4, win=128),
+]
 _TILE_CONFIGS_NCHW = [
     _tile_config(1, 8, 32, 4),
     _tile_config(1, 16, 32, 4),
-    _tile_config(1, 16, 64, 8),
     _tile_config(2, 8, 16, 4),
     _tile_config(4, 8, 8, 4),
-    _tile_config(8, 4, 8, 4),
     _tile_config(16, 4, 4, 4),
+    *_DOT_TILES,
 ]
 _TILE_CONFIGS_CHANNELS_LAST = [
     _tile_config(16, 4, 8, 4),
     _tile_config(32, 4, 4, 4),
-    _tile_config(32, 2, 8, 4),
     _tile_config(64, 2, 4, 4),
     _tile_config(64, 4, 4, 8),
-    _tile_config(128, 2, 2, 4),
+    *_DOT_TILES,
 ]
 
 
-def _wgrad_config(block_c: int, block_t: int, block_p: int, num_warps: int) -> triton.Config:
-    return triton.Config({"BLOCK_C": block_c, "BLOCK_T": block_t, "BLOCK_P": block_p}, num_warps=num_warps)
+def _wgrad_config(block_c: int, block_t: int, block_p: int, num_warps: int, kpad: int = 0, dot_w: int = 32):
+    meta = {"BLOCK_C": block_c, "BLOCK_T": block_t, "BLOCK_P": block_p, "USE_DOT": kpad > 0}
+    meta.update({"KPAD": max(kpad, 16), "DOT_W": dot_w})
+    return triton.Config(meta, num_warps=num_warps)
 
 
+_DOT_WGRAD = [
+    _wgrad_config(1, 16, 16, 4, kpad=16, dot_w=64),
+    _wgrad_config(1, 16, 16, 4, kpad=32, dot_w=32),
+    _wgrad_config(1, 16, 16, 4, kpad=32, dot_w=64),
+    _wgrad_config(1, 16, 16, 8, kpad=64, dot_w=64),
+    _wgrad_config(1, 16, 16, 4, kpad=64, dot_w=32),
+]
 _WGRAD_CONFIGS_NCHW = [
     _wgrad_config(1, 16, 128, 4),
     _wgrad_config(1, 32, 128, 8),
-    _wgrad_config(1, 8, 256, 4),
     _wgrad_config(2, 16, 64, 4),
+    *_DOT_WGRAD,
 ]
 _WGRAD_CONFIGS_CHANNELS_LAST = [
     _wgrad_config(32, 8, 16, 4),
     _wgrad_config(64, 8, 8, 4),
     _wgrad_config(16, 16, 16, 4),
-    _wgrad_config(32, 16, 8, 8),
+    *_DOT_WGRAD,
 ]
 
 # The batch is part of the key: the best tile for a full H200 differs from the best one for a batch of 2.
 _TILE_KEY = ["C", "H", "W", "K", "N"]
 _WGRAD_KEY = ["N", "C", "H", "W", "K"]
 
+# Under the interpreter: one fixed configuration per launch, "direct" or "dot" (tests set this to check both).
+INTERPRET_PATH = "direct"
+
 if INTERPRET:
-    # One small configuration: several tiles per image, several channel blocks, and SPLIT > 1.
-    _INTERPRET_TILE = {"BLOCK_C": 2, "BLOCK_H": 8, "BLOCK_W": 8}
-    _INTERPRET_WGRAD = {"BLOCK_C": 2, "BLOCK_T": 16, "BLOCK_P": 32}
     _tile_nchw = _tile_channels_last = _dwconv_tile_kernel
     _wgrad_nchw = _wgrad_channels_last = _dwconv_weight_grad_kernel
 else:
-    _INTERPRET_TILE = _INTERPRET_WGRAD = {}
     _tile_nchw = triton.autotune(
         _TILE_CONFIGS_NCHW, key=_TILE_KEY, prune_configs_by={"early_config_prune": _prune_tile_configs}
     )(_dwconv_tile_kernel)
     _tile_channels_last = triton.autotune(
         _TILE_CONFIGS_CHANNELS_LAST, key=_TILE_KEY, prune_configs_by={"early_config_prune": _prune_tile_configs}
     )(_dwconv_tile_kernel)
-    _wgrad_nchw = triton.autotune(_WGRAD_CONFIGS_NCHW, key=_WGRAD_KEY)(_dwconv_weight_grad_kernel)
-    _wgrad_channels_last = triton.autotune(_WGRAD_CONFIGS_CHANNELS_LAST, key=_WGRAD_KEY)(_dwconv_weight_grad_kernel)
+    _wgrad_nchw = triton.autotune(
+        _WGRAD_CONFIGS_NCHW, key=_WGRAD_KEY, prune_configs_by={"early_config_prune": _prune_wgrad_configs}
+    )(_dwconv_weight_grad_kernel)
+    _wgrad_channels_last = triton.autotune(
+        _WGRAD_CONFIGS_CHANNELS_LAST, key=_WGRAD_KEY, prune_configs_by={"early_config_prune": _prune_wgrad_configs}
+    )(_dwconv_weight_grad_kernel)
+
+
+def _dot_ieee(dtype: torch.dtype) -> bool:
+    """Whether the dot path multiplies in exact fp32 (``input_precision="ieee"``) rather than natively.
+
+    NOTE: fp32 products must stay fp32 (TF32 would cost ~1e-3 relative error). bf16 is upcast only under the
+    interpreter, whose bf16 ``tl.dot`` returns garbage in triton 3.8 (fp16 and fp32 are right); the upcast is exact.
+    """
+    return dtype == torch.float32 or (INTERPRET and dtype == torch.bfloat16)
+
+
+def _interpret_tile_meta(kernel_size: int) -> dict:
+    """The fixed interpreter configuration: small tiles (several per image, several channel blocks)."""
+    if not INTERPRET:
+        return {}
+    if INTERPRET_PATH == "dot":
+        return {
+            "BLOCK_C": 1,
+            "BLOCK_H": 16,
+            "BLOCK_W": 16,
+            "USE_DOT": True,
+            "WIN": triton.next_power_of_2(15 + kernel_size),
+        }
+    return {"BLOCK_C": 2, "BLOCK_H": 8, "BLOCK_W": 8, "USE_DOT": False, "WIN": 16}
+
+
+def _interpret_wgrad_meta(kernel_size: int) -> dict:
+    if not INTERPRET:
+        return {}
+    if INTERPRET_PATH == "dot":
+        kpad = max(16, triton.next_power_of_2(kernel_size))
+        return {"BLOCK_C": 1, "BLOCK_T": 16, "BLOCK_P": 16, "USE_DOT": True, "KPAD": kpad, "DOT_W": 16}
+    return {"BLOCK_C": 2, "BLOCK_T": 16, "BLOCK_P": 32, "USE_DOT": False, "KPAD": 16, "DOT_W": 16}
 
 
 def _tile_launch(
@@ -280,7 +483,8 @@ def _tile_launch(
         *y.stride(),
         FLIP=flip,
         HAS_BIAS=bias is not None,
-        **_INTERPRET_TILE,
+        DOT_IEEE=_dot_ieee(x.dtype),
+        **_interpret_tile_meta(kernel_size),
     )
     return y
 
@@ -291,28 +495,30 @@ def _num_sms(device: torch.device) -> int:
     return 1
 
 
-def _split_count(x: torch.Tensor, kernel_size: int, channels_last: bool) -> int:
-    """How many partial sums the weight-gradient reduction is split into (enough programs to fill the GPU)."""
-    batch, channels, height, width = x.shape
+def _split_count(x: torch.Tensor) -> int:
+    """How many partial sums the weight-gradient reduction is split into (enough programs to fill the GPU).
+
+    Sized for the dot configs (one program per channel and split); the direct configs have more programs anyway.
+    Splits beyond the work available just store zeros.
+    """
+    batch, channels, height, _ = x.shape
     if INTERPRET:
         return 2
-    nominal_c = 32 if channels_last else 1  # typical BLOCK_C / BLOCK_T of the configs above
-    nominal_programs = triton.cdiv(channels, nominal_c) * triton.cdiv(kernel_size * kernel_size, 16)
     target = 4 * _num_sms(x.device)
-    chunks = triton.cdiv(batch * height * width, 128)
-    return max(1, min(chunks, triton.cdiv(target, nominal_programs), 256))
+    return max(1, min(triton.cdiv(target, channels), batch * height, 64))
 
 
 def _weight_grad_launch(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int, channels_last: bool) -> torch.Tensor:
     """fp32 weight gradient ``(C, 1, K, K)`` of the convolution, from ``x`` and the output gradient."""
     batch, channels, height, width = x.shape
-    split = _split_count(x, kernel_size, channels_last)
+    split = _split_count(x)
     taps = kernel_size * kernel_size
     partial = torch.empty((split, channels, taps), device=x.device, dtype=torch.float32)
     kernel = _wgrad_channels_last if channels_last else _wgrad_nchw
 
     def grid(meta: dict) -> tuple[int, int, int]:
-        return (triton.cdiv(channels, meta["BLOCK_C"]), triton.cdiv(taps, meta["BLOCK_T"]), split)
+        tap_blocks = 1 if meta["USE_DOT"] else triton.cdiv(taps, meta["BLOCK_T"])
+        return (triton.cdiv(channels, meta["BLOCK_C"]), tap_blocks, split)
 
     kernel[grid](
         x,
@@ -327,7 +533,8 @@ def _weight_grad_launch(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: in
         *x.stride(),
         *grad_out.stride(),
         split,
-        **_INTERPRET_WGRAD,
+        DOT_IEEE=_dot_ieee(x.dtype),
+        **_interpret_wgrad_meta(kernel_size),
     )
     return partial.sum(dim=0).view(channels, 1, kernel_size, kernel_size)
 
