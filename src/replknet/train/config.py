@@ -1,0 +1,258 @@
+"""Training configuration: one frozen dataclass, and the paper's recipes as named presets.
+
+Every ImageNet preset follows the official RepLKNet training commands (README "Training" and ``main.py``
+defaults; see ``docs/training.md``). ``lr`` values are given at the recipe's global batch (``recipe_batch``); the
+trainer scales them to the real global batch and accumulates gradients to reach the recipe batch on fewer GPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig", "PRESETS", "get_preset", "list_presets", "scaled_lr", "accumulation_steps"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs. Defaults are the built-in CPU demo (``replknet train`` with no args)."""
+
+    # --- model
+    model: str = "replknet_tiny"  # the smallest registered RepLKNet: kernels 31/29/27/13, fits 2 CPU cores
+    num_classes: int | None = None  # None: taken from the data
+    drop_path: float = 0.0  # a 5-minute run is too short to need stochastic depth
+    pretrained: str | None = None  # a local checkpoint to start from (fine-tuning); its head is dropped if it differs
+    # --- data
+    data: str = "synthetic"  # "synthetic" (built in, no download) or an ImageFolder root holding train/ and val/
+    train_split: str = "train"
+    val_split: str = "val"
+    image_size: int = 64  # the synthetic shapes are 64 px: large enough for 10 shapes, small enough for a CPU
+    synthetic_train_size: int = 5000  # new samples are free; more is better than more epochs on the same
+    synthetic_val_size: int = 1000
+    synthetic_seed: int = 0
+    workers: int = 4  # DataLoader workers for ImageFolder data (the synthetic data needs none)
+    # --- schedule
+    epochs: int = 6
+    warmup_epochs: float = 0.5
+    batch_size: int = 64  # per process, per forward
+    recipe_batch: int = 64  # the global batch ``lr`` is given for; accumulation reaches it when possible
+    accum_steps: int | None = None  # None: ceil(recipe_batch / (batch_size * world)) when lr scaling is off
+    scale_lr: bool = True  # lr = lr * real global batch / recipe_batch (when accumulation cannot reach it)
+    # --- optimizer
+    opt: str = "adamw"
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05  # no decay on 1-D parameters (BN, biases), as in the official optimizer
+    layer_decay: float | None = None  # the fine-tuning recipes use 0.7 over the official 14 layer groups
+    opt_eps: float = 1e-8
+    clip_grad: float | None = None
+    # --- augmentation / regularisation (timm)
+    auto_augment: str | None = None  # the paper: "rand-m9-mstd0.5-inc1"
+    reprob: float = 0.0  # random erasing probability (paper 0.25)
+    mixup: float = 0.0  # mixup alpha (paper 0.8)
+    cutmix: float = 0.0  # cutmix alpha (paper 1.0)
+    smoothing: float = 0.1
+    hflip: float = 0.5
+    ema_decay: float | None = None  # the paper: 0.9999 (timm ModelEmaV3)
+    # --- scale
+    amp: str | None = None  # "bf16" or "fp16"
+    channels_last: bool = False
+    grad_checkpointing: bool = False
+    sync_bn: bool = False
+    compile: bool = False
+    # --- bookkeeping
+    seed: int = 0
+    output: str = "runs/demo"
+    eval_every: int = 1  # epochs between validations (the last epoch is always validated)
+    save_every: int = 1  # epochs between training checkpoints (the last epoch always)
+    log_every: int = 10  # steps between JSONL step records
+    fuse: bool = True  # re-parameterise at the end, evaluate and save the fused model
+    deterministic: bool = False
+    preset: str = "demo"
+    notes: tuple[str, ...] = field(default=())
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes``; unknown names raise ``ValueError`` naming them."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}")
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> TrainConfig:
+        """Check value ranges; raises ``ValueError`` naming the bad option."""
+        positive = ("image_size", "epochs", "batch_size", "recipe_batch", "synthetic_train_size", "synthetic_val_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.accum_steps is not None and self.accum_steps < 1:
+            raise ValueError(f"accum_steps must be >= 1, got {self.accum_steps}")
+        if self.amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be 'bf16', 'fp16' or None, got {self.amp!r}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} for {self.epochs}")
+        for name in ("drop_path", "reprob", "smoothing", "hflip"):
+            if not 0 <= getattr(self, name) < 1 + (name == "hflip"):
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        values = dict(values)
+        if "notes" in values:
+            values["notes"] = tuple(values["notes"])
+        return cls().replace(**values)
+
+
+# The recipes of the paper (official README "Training"; spec section 7). Each preset is the official command's
+# values; what the official code leaves unstated is marked in ``notes``.
+_IN1K_COMMON = dict(
+    data="imagenet",  # placeholder path: pass --data /path/to/imagenet (train/ and val/ inside)
+    image_size=224,
+    opt="adamw",
+    opt_eps=1e-8,
+    weight_decay=0.05,
+    min_lr=1e-6,
+    auto_augment="rand-m9-mstd0.5-inc1",
+    reprob=0.25,
+    mixup=0.8,
+    cutmix=1.0,
+    smoothing=0.1,
+    ema_decay=0.9999,
+    workers=10,
+    hflip=0.5,
+)
+
+PRESETS: dict[str, TrainConfig] = {
+    "demo": TrainConfig(),
+    # RepLKNet-31B on ImageNet-1K from scratch: 8 GPUs x 64 x update_freq 4 = 2048, lr 4e-3, 300 epochs.
+    "in1k_31b": TrainConfig(
+        model="replknet_31b",
+        num_classes=1000,
+        drop_path=0.5,
+        epochs=300,
+        warmup_epochs=10,
+        batch_size=64,
+        recipe_batch=2048,
+        lr=4e-3,
+        output="runs/in1k_31b",
+        preset="in1k_31b",
+        **_IN1K_COMMON,
+    ),
+    # ImageNet-22K pre-training (31B/31L): 16 nodes x 8 GPUs x 32 = 4096, lr 4e-3, 90 epochs, 21841 classes.
+    "in22k_31b": TrainConfig(
+        **{
+            **_IN1K_COMMON,
+            "data": "imagenet22k",
+        },
+        model="replknet_31b",
+        num_classes=21841,
+        drop_path=0.1,
+        epochs=90,
+        warmup_epochs=5,
+        batch_size=32,
+        recipe_batch=4096,
+        lr=4e-3,
+        output="runs/in22k_31b",
+        preset="in22k_31b",
+    ),
+    # 1K 224 -> 384 fine-tuning: 32 GPUs x 32 = 1024, lr 4e-4, 30 epochs, wd 1e-8, no mixup/cutmix, ld 0.7.
+    "in1k_384_ft": TrainConfig(
+        **{
+            **_IN1K_COMMON,
+            "image_size": 384,
+            "weight_decay": 1e-8,
+            "mixup": 0.0,
+            "cutmix": 0.0,
+        },
+        model="replknet_31b",
+        num_classes=1000,
+        drop_path=0.8,
+        epochs=30,
+        warmup_epochs=1,
+        batch_size=32,
+        recipe_batch=1024,
+        lr=4e-4,
+        layer_decay=0.7,
+        output="runs/in1k_384_ft",
+        preset="in1k_384_ft",
+        notes=("start from the 224 checkpoint with --pretrained PATH",),
+    ),
+    # 22K -> 1K fine-tuning at 224: 2 nodes x 8 GPUs x 32 = 512, lr 4e-4, 30 epochs, wd 1e-8, ld 0.7.
+    "in22k_in1k_ft": TrainConfig(
+        **{**_IN1K_COMMON, "weight_decay": 1e-8},
+        model="replknet_31b",
+        num_classes=1000,
+        drop_path=0.2,
+        epochs=30,
+        warmup_epochs=1,
+        batch_size=32,
+        recipe_batch=512,
+        lr=4e-4,
+        layer_decay=0.7,
+        output="runs/in22k_in1k_ft",
+        preset="in22k_in1k_ft",
+        notes=(
+            "start from the 22K checkpoint with --pretrained PATH (its 21841-class head is replaced)",
+            "NOTE: warm-up and mixup are not stated for this finetune; the 1K 384 finetune's warm-up 1 is used",
+        ),
+    ),
+    # 22K -> 1K fine-tuning at 384 (31B/31L): 4 nodes x 8 GPUs x 16 = 512, lr 4e-4 -> 3e-4, 30 epochs, ld 0.7.
+    "in22k_in1k_384_ft": TrainConfig(
+        **{**_IN1K_COMMON, "image_size": 384, "weight_decay": 1e-8, "min_lr": 3e-4},
+        model="replknet_31b",
+        num_classes=1000,
+        drop_path=0.3,
+        epochs=30,
+        warmup_epochs=1,
+        batch_size=16,
+        recipe_batch=512,
+        lr=4e-4,
+        layer_decay=0.7,
+        output="runs/in22k_in1k_384_ft",
+        preset="in22k_in1k_384_ft",
+        notes=("start from the 22K checkpoint with --pretrained PATH",),
+    ),
+}
+
+
+def list_presets() -> list[str]:
+    """Names accepted by ``get_preset``."""
+    return sorted(PRESETS)
+
+
+def get_preset(name: str, **overrides: Any) -> TrainConfig:
+    """A named recipe, with ``overrides`` applied (``None`` values are ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {list_presets()}")
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    return PRESETS[name].replace(**changes).validate()
+
+
+def accumulation_steps(config: TrainConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step: enough to reach ``recipe_batch`` (or ``config.accum_steps`` if set)."""
+    if config.accum_steps is not None:
+        return config.accum_steps
+    per_step = config.batch_size * world_size
+    return max(1, -(-config.recipe_batch // per_step))  # ceil
+
+
+def scaled_lr(config: TrainConfig, world_size: int, accum: int) -> float:
+    """``lr * real global batch / recipe_batch`` (the linear scaling rule), or ``lr`` when scaling is off."""
+    global_batch = config.batch_size * world_size * accum
+    if not config.scale_lr:
+        return config.lr
+    return config.lr * global_batch / config.recipe_batch
