@@ -24,6 +24,18 @@ import torch
 
 from replknet.ops.dispatch import reference_dwconv2d, register_auto_rule, register_impl
 
+__all__ = [
+    "AutoDecision",
+    "auto_decisions",
+    "clear_auto_decisions",
+    "cuda_auto_rule",
+    "decide",
+    "measure",
+    "triton_available",
+    "triton_dwconv2d",
+    "unsupported_reason",
+]
+
 _logger = logging.getLogger(__name__)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -24,6 +24,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+import triton.testing
 
 from replknet.ops.triton_dwconv import memory_format_of
 
@@ -406,18 +407,20 @@ if INTERPRET:
     _tile_nchw = _tile_channels_last = _dwconv_tile_kernel
     _wgrad_nchw = _wgrad_channels_last = _dwconv_weight_grad_kernel
 else:
-    _tile_nchw = triton.autotune(
-        _TILE_CONFIGS_NCHW, key=_TILE_KEY, prune_configs_by={"early_config_prune": _prune_tile_configs}
-    )(_dwconv_tile_kernel)
-    _tile_channels_last = triton.autotune(
-        _TILE_CONFIGS_CHANNELS_LAST, key=_TILE_KEY, prune_configs_by={"early_config_prune": _prune_tile_configs}
-    )(_dwconv_tile_kernel)
-    _wgrad_nchw = triton.autotune(
-        _WGRAD_CONFIGS_NCHW, key=_WGRAD_KEY, prune_configs_by={"early_config_prune": _prune_wgrad_configs}
-    )(_dwconv_weight_grad_kernel)
-    _wgrad_channels_last = triton.autotune(
-        _WGRAD_CONFIGS_CHANNELS_LAST, key=_WGRAD_KEY, prune_configs_by={"early_config_prune": _prune_wgrad_configs}
-    )(_dwconv_weight_grad_kernel)
+
+    def _quick_bench(kernel_call, quantiles):
+        # NOTE: shorter than triton's default (25 ms warm-up, 100 ms timing) so a new shape tunes in ~1 s, not ~5 s
+        return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
+
+    def _autotuned(configs: list, key: list[str], prune) -> object:
+        return triton.autotune(configs, key=key, prune_configs_by={"early_config_prune": prune}, do_bench=_quick_bench)
+
+    _tile_nchw = _autotuned(_TILE_CONFIGS_NCHW, _TILE_KEY, _prune_tile_configs)(_dwconv_tile_kernel)
+    _tile_channels_last = _autotuned(_TILE_CONFIGS_CHANNELS_LAST, _TILE_KEY, _prune_tile_configs)(_dwconv_tile_kernel)
+    _wgrad_nchw = _autotuned(_WGRAD_CONFIGS_NCHW, _WGRAD_KEY, _prune_wgrad_configs)(_dwconv_weight_grad_kernel)
+    _wgrad_channels_last = _autotuned(_WGRAD_CONFIGS_CHANNELS_LAST, _WGRAD_KEY, _prune_wgrad_configs)(
+        _dwconv_weight_grad_kernel
+    )
 
 
 def _dot_ieee(dtype: torch.dtype) -> bool:
