@@ -1,5 +1,6 @@
 """Depthwise large-kernel convolution: the functional op, its implementations and the models' module."""
 
+from replknet.ops import cpu as _cpu  # noqa: F401  (registers the CPU impls)
 from replknet.ops.conv import DepthwiseConv2d
 from replknet.ops.dispatch import (
     available_impls,

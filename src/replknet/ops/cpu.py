@@ -1,0 +1,184 @@
+"""CPU implementations of the depthwise convolution and the rule ``impl="auto"`` follows on CPU.
+
+Implementations (all stride 1, same padding, odd ``K``; output in the input's memory format):
+
+- ``native_nchw``: ``F.conv2d`` on an NCHW tensor (oneDNN's dedicated depthwise kernel for small ``K``,
+  a generic GEMM path for large ``K``), backward by aten.
+- ``native_cl``: ``F.conv2d`` on a channels_last tensor (oneDNN's ``brdgmm_dw`` forward at every ``K``),
+  backward by aten.
+- ``fft``: chunked real FFTs for the forward and both gradients (``replknet.ops.fft``).
+- ``hybrid``: channels_last oneDNN forward; grad_input as a channels_last forward convolution with the
+  180-degree-rotated kernel; grad_weight by chunked FFT (aten's grad_weight for large ``K`` is the slow part).
+
+Half-precision inputs (bf16, fp16) are computed in float32 and the result cast back: this CPU has no native
+low-precision depthwise path that is both fast and accurate (docs/ops.md has the measurements).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from replknet.ops import fft
+from replknet.ops.dispatch import register_auto_rule, register_impl
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last if ``x`` is laid out that way (and not also plain contiguous), else contiguous."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _autocast_inputs(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Cast as ``F.conv2d`` would under autocast, so every implementation returns the same dtype."""
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
+def _native(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layout: torch.memory_format):
+    out_format = _memory_format(x)
+    dtype = x.dtype
+    if dtype in _LOW_PRECISION:
+        x, weight = x.float(), weight.float()
+        bias = None if bias is None else bias.float()
+    y = F.conv2d(x.contiguous(memory_format=layout), weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+    return y.to(dtype=dtype, memory_format=out_format)
+
+
+def native_nchw_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d`` on an NCHW copy of ``x`` (aten autograd)."""
+    x, weight, bias = _autocast_inputs(x, weight, bias)
+    with torch.autocast(x.device.type, enabled=False):
+        return _native(x, weight, bias, torch.contiguous_format)
+
+
+def native_cl_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d`` on a channels_last copy of ``x`` (aten autograd)."""
+    x, weight, bias = _autocast_inputs(x, weight, bias)
+    with torch.autocast(x.device.type, enabled=False):
+        return _native(x, weight, bias, torch.channels_last)
+
+
+def _cl_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """channels_last oneDNN forward in float32 (float64 kept), no autograd; returns a channels_last tensor."""
+    dtype = fft.compute_dtype(x.dtype)
+    x = x.to(dtype=dtype, memory_format=torch.channels_last)
+    bias = None if bias is None else bias.to(dtype)
+    return F.conv2d(x, weight.to(dtype), bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+
+
+def _bias_grad(grad_output: torch.Tensor, bias_dtype: torch.dtype) -> torch.Tensor:
+    return grad_output.sum((0, 2, 3), dtype=fft.compute_dtype(grad_output.dtype)).to(bias_dtype)
+
+
+class _FFTDepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        y = fft.fft_forward(x, weight, bias)  # (N, C, H, W) contiguous, x.dtype
+        return y.contiguous(memory_format=_memory_format(x))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad
+        grad_input, grad_weight = fft.fft_backward(x, weight, grad_output, need_input, need_weight)
+        if grad_input is not None:
+            grad_input = grad_input.contiguous(memory_format=_memory_format(x))
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        grad_bias = _bias_grad(grad_output, ctx.bias_dtype) if need_bias else None
+        return grad_input, grad_weight, grad_bias
+
+
+class _HybridDepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        y = _cl_forward(x, weight, bias)
+        return y.to(dtype=x.dtype, memory_format=_memory_format(x))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad
+        grad_input = grad_weight = None
+        if need_input:
+            # grad_input(x) = forward(grad_output) with the kernel rotated by 180 degrees
+            grad_input = _cl_forward(grad_output, weight.flip(-2, -1), None)
+            grad_input = grad_input.to(dtype=x.dtype, memory_format=_memory_format(x))
+        if need_weight:
+            _, grad_weight = fft.fft_backward(x, weight, grad_output, need_input=False, need_weight=True)
+            grad_weight = grad_weight.to(weight.dtype)
+        grad_bias = _bias_grad(grad_output, ctx.bias_dtype) if need_bias else None
+        return grad_input, grad_weight, grad_bias
+
+
+def fft_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Chunked-FFT forward and backward."""
+    x, weight, bias = _autocast_inputs(x, weight, bias)
+    with torch.autocast(x.device.type, enabled=False):
+        return _FFTDepthwiseConv.apply(x, weight, bias)
+
+
+def hybrid_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """channels_last oneDNN forward and grad_input, FFT grad_weight."""
+    x, weight, bias = _autocast_inputs(x, weight, bias)
+    with torch.autocast(x.device.type, enabled=False):
+        return _HybridDepthwiseConv.apply(x, weight, bias)
+
+
+register_impl("native_nchw", native_nchw_dwconv2d)
+register_impl("native_cl", native_cl_dwconv2d)
+register_impl("fft", fft_dwconv2d)
+register_impl("hybrid", hybrid_dwconv2d)
+
+
+# NOTE: on this AVX2 machine oneDNN's dedicated NCHW depthwise forward kernel (jit_dw) covers K <= 9 and its
+# dedicated grad_weight kernel K <= 13; beyond those both fall back to a GEMM path at a few GFLOP/s, which is
+# why the native paths are only chosen for small kernels. The thresholds are the crossovers measured by
+# benchmarks/dwconv.py --calibrate (table in docs/ops.md); batch size, channel count and dtype (low precision is
+# computed in float32) did not move them within the measured range, so the rule does not key on them.
+_NCHW_FORWARD_MAX_KERNEL = 9
+_NATIVE_TRAIN_MAX_KERNEL = 7
+
+
+def _fft_forward_wins(kernel_size: int, pixels: int) -> bool:
+    """The chunked FFT forward beats oneDNN's channels_last forward (large kernels on large planes)."""
+    return (kernel_size >= 17 and pixels >= 28 * 28) or (kernel_size >= 13 and pixels >= 56 * 56)
+
+
+def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
+    """The implementation ``impl="auto"`` uses on CPU (measured crossovers, docs/ops.md).
+
+    Keys: kernel size, pixels per plane, the input's memory format and whether a gradient will be needed.
+    """
+    kernel_size = weight.shape[-1]
+    pixels = x.shape[-2] * x.shape[-1]
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    nchw_input = _memory_format(x) == torch.contiguous_format
+    if _fft_forward_wins(kernel_size, pixels):
+        return "fft"
+    if needs_grad:
+        if kernel_size <= 3:
+            return "native_nchw" if nchw_input else "native_cl"
+        return "native_cl" if kernel_size <= _NATIVE_TRAIN_MAX_KERNEL else "hybrid"
+    if kernel_size <= _NCHW_FORWARD_MAX_KERNEL and nchw_input:
+        return "native_nchw"
+    return "native_cl"
+
+
+register_auto_rule("cpu", cpu_auto_rule)

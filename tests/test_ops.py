@@ -1,0 +1,192 @@
+"""Correctness of every depthwise convolution implementation against a float64 ``F.conv2d`` reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import replknet.ops as ops
+from replknet.ops import cpu as ops_cpu
+from replknet.testing import relative_error
+
+CPU_IMPLS = ("reference", "native_nchw", "native_cl", "fft", "hybrid", "auto")
+KERNELS = (1, 3, 5, 7, 13, 27, 29, 31, 51)
+
+
+def _random_shape(kernel_size: int, generator: torch.Generator) -> tuple[int, int, int, int]:
+    """A small (B, C, H, W): B=1 and H, W < K and non-square all occur over the kernel sizes."""
+    batch = int(torch.randint(1, 3, (1,), generator=generator))
+    channels = int(torch.randint(1, 5, (1,), generator=generator))
+    height = int(torch.randint(1, 20, (1,), generator=generator))
+    width = int(torch.randint(1, 20, (1,), generator=generator))
+    return batch, channels, height, width
+
+
+def _float64_reference(x, weight, bias, grad_output):
+    x64 = x.detach().double().requires_grad_()
+    w64 = weight.detach().double().requires_grad_()
+    b64 = bias.detach().double().requires_grad_()
+    y = F.conv2d(x64, w64, b64, padding=weight.shape[-1] // 2, groups=x.shape[1])
+    y.backward(grad_output.double())
+    return y.detach(), x64.grad, w64.grad, b64.grad
+
+
+def _run(impl, x, weight, bias, grad_output):
+    x = x.detach().requires_grad_()
+    weight = weight.detach().requires_grad_()
+    bias = bias.detach().requires_grad_()
+    y = ops.dwconv2d(x, weight, bias, impl=impl)
+    y.backward(grad_output)
+    return y.detach(), x.grad, weight.grad, bias.grad
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("kernel_size", KERNELS)
+def test_matches_float64_reference(impl: str, kernel_size: int) -> None:
+    generator = torch.Generator().manual_seed(1000 + kernel_size)
+    shapes = [_random_shape(kernel_size, generator) for _ in range(2)]
+    shapes.append((1, 3, max(1, kernel_size // 2), kernel_size + 2))  # B=1, H < K, non-square
+    for batch, channels, height, width in shapes:
+        x = torch.randn(batch, channels, height, width, generator=generator)
+        weight = torch.randn(channels, 1, kernel_size, kernel_size, generator=generator)
+        bias = torch.randn(channels, generator=generator)
+        grad_output = torch.randn(batch, channels, height, width, generator=generator)
+        expected = _float64_reference(x, weight, bias, grad_output)
+        got = _run(impl, x, weight, bias, grad_output)
+        for name, g, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, expected, strict=True):
+            assert g.dtype == torch.float32, name
+            assert g.shape == e.shape, name
+            err = relative_error(g, e)
+            assert err < 2e-5, f"{impl} K={kernel_size} {tuple(x.shape)} {name}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_memory_format_is_kept(impl: str, channels_last: bool) -> None:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 8, 9, 11).contiguous(memory_format=memory_format).requires_grad_()
+    weight = torch.randn(8, 1, 7, 7, requires_grad=True)
+    y = ops.dwconv2d(x, weight, impl=impl)
+    assert y.is_contiguous(memory_format=memory_format)
+    y.backward(torch.randn_like(y))
+    assert x.grad.shape == x.shape
+    expected = F.conv2d(x.detach().double(), weight.detach().double(), padding=3, groups=8)
+    assert relative_error(y, expected) < 2e-5
+
+
+# The native impls are aten's own autograd (checked against float64 above); gradcheck the hand-written backwards.
+@pytest.mark.parametrize("impl", ["fft", "hybrid"])
+@pytest.mark.parametrize("shape,kernel_size", [((1, 2, 4, 3), 5), ((2, 1, 3, 3), 7)])
+def test_gradcheck(impl: str, shape: tuple[int, int, int, int], kernel_size: int) -> None:
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(*shape, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(shape[1], 1, kernel_size, kernel_size, dtype=torch.float64, generator=generator)
+    bias = torch.randn(shape[1], dtype=torch.float64, generator=generator, requires_grad=True)
+    weight.requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, c: ops.dwconv2d(a, b, c, impl=impl), (x, weight, bias), fast_mode=True)
+
+
+# Documented tolerances (docs/ops.md): relative error of a low-precision result against float64 on the
+# same (rounded) inputs. The fast paths compute in float32 and round once, so they sit at the format's
+# rounding error; the reference bf16/fp16 convolution accumulates in low precision and is looser.
+LOW_PRECISION_TOLERANCE = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
+
+
+@pytest.mark.parametrize("impl", ["fft", "hybrid", "native_cl", "native_nchw", "auto"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kernel_size", [5, 13, 31])
+def test_low_precision(impl: str, dtype: torch.dtype, kernel_size: int) -> None:
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 4, 12, 10, generator=generator).to(dtype)
+    weight = (torch.randn(4, 1, kernel_size, kernel_size, generator=generator) / kernel_size).to(dtype)
+    bias = torch.randn(4, generator=generator).to(dtype)
+    grad_output = torch.randn(2, 4, 12, 10, generator=generator).to(dtype)
+    expected = _float64_reference(x, weight, bias, grad_output)
+    got = _run(impl, x, weight, bias, grad_output)
+    for name, g, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, expected, strict=True):
+        assert g.dtype == dtype, name
+        err = relative_error(g, e)
+        assert err < LOW_PRECISION_TOLERANCE[dtype], f"{impl} {dtype} {name}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("impl", ["fft", "hybrid", "native_cl", "auto"])
+def test_autocast_bfloat16_follows_conv2d(impl: str) -> None:
+    x = torch.randn(2, 4, 16, 16)
+    weight = (torch.randn(4, 1, 13, 13) / 13).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ops.dwconv2d(x, weight, impl=impl)
+        y_reference = ops.dwconv2d(x, weight, impl="reference")
+    assert y.dtype == y_reference.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert weight.grad is not None and weight.grad.dtype == torch.float32
+    expected = F.conv2d(x.bfloat16().double(), weight.detach().bfloat16().double(), padding=6, groups=4)
+    assert relative_error(y, expected) < LOW_PRECISION_TOLERANCE[torch.bfloat16]
+
+
+def test_module_state_dict_is_that_of_conv2d() -> None:
+    module = ops.DepthwiseConv2d(6, 9, bias=True)
+    conv = nn.Conv2d(6, 6, 9, padding=4, groups=6, bias=True)
+    assert {k: v.shape for k, v in module.state_dict().items()} == {k: v.shape for k, v in conv.state_dict().items()}
+    module.load_state_dict(conv.state_dict(), strict=True)
+    x = torch.randn(2, 6, 11, 8)
+    assert relative_error(module(x), conv(x).double()) < 2e-5
+    assert isinstance(module, nn.Conv2d)
+
+
+def test_replknet_tiny_same_with_reference_and_auto() -> None:
+    import replknet
+
+    torch.manual_seed(0)
+    model = replknet.create_model("replknet_tiny", num_classes=10)
+    replknet.testing.randomize_bn_stats(model)
+    model.eval()  # running statistics: every parameter, BN biases included, gets a non-trivial gradient
+    x = torch.randn(2, 3, 64, 64)
+
+    def output_and_grads(impl: str):
+        model.zero_grad()
+        with ops.impl_override(impl):
+            y = model(x)
+        y.square().sum().backward()
+        return y.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    y_ref, grads_ref = output_and_grads("reference")
+    y_auto, grads_auto = output_and_grads("auto")
+    assert relative_error(y_auto, y_ref) < 1e-4
+    assert grads_ref.keys() == grads_auto.keys() and len(grads_ref) == len(list(model.parameters()))
+    for name, grad in grads_ref.items():
+        assert relative_error(grads_auto[name], grad) < 1e-3, name
+
+
+def test_auto_rule_picks_registered_cpu_impls() -> None:
+    for kernel_size in KERNELS + (63,):
+        for size in (7, 14, 28, 56):
+            for grad in (False, True):
+                x = torch.empty(16, 64, size, size, requires_grad=grad)
+                weight = torch.empty(64, 1, kernel_size, kernel_size)
+                choice = ops_cpu.cpu_auto_rule(x, weight)
+                assert choice in ops.available_impls()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_tracing_uses_reference_convolution() -> None:
+    module = ops.DepthwiseConv2d(4, 31)
+    traced = torch.jit.trace(module, torch.randn(1, 4, 20, 20))
+    assert "aten::_convolution" in str(traced.inlined_graph) or "aten::conv2d" in str(traced.inlined_graph)
+    x = torch.randn(1, 4, 20, 20)
+    assert relative_error(traced(x), module(x).double()) < 2e-5
+
+
+def test_bad_input_is_named() -> None:
+    x = torch.randn(1, 4, 8, 8)
+    with pytest.raises(ValueError, match="odd kernel"):
+        ops.dwconv2d(x, torch.randn(4, 1, 4, 4))
+    with pytest.raises(ValueError, match="weight of shape"):
+        ops.dwconv2d(x, torch.randn(3, 1, 5, 5))
+    with pytest.raises(ValueError, match="4-D input"):
+        ops.dwconv2d(x[0], torch.randn(4, 1, 5, 5))
+    with pytest.raises(ValueError, match="unknown depthwise conv impl"):
+        ops.dwconv2d(x, torch.randn(4, 1, 5, 5), impl="nope")
+    with pytest.raises(ValueError, match="unknown depthwise conv impl"), ops.impl_override("nope"):
+        pass
