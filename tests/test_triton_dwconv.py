@@ -204,6 +204,7 @@ def test_kernels_compile_for_hopper_without_a_gpu() -> None:
     from replknet.ops import triton_kernels as tk
 
     flags = {"FLIP": True, "HAS_BIAS": True, "DOT_IEEE": False}
+    fp32_flags = {**flags, "DOT_IEEE": True}
     direct = _compile_for_hopper(
         tk._dwconv_tile_kernel, ["*bf16"] * 4, {**tk._TILE_CONFIGS_CHANNELS_LAST[0].kwargs, **flags}, 4
     )
@@ -213,6 +214,5 @@ def test_kernels_compile_for_hopper_without_a_gpu() -> None:
     wgrad_meta = {**tk._DOT_WGRAD[1].kwargs, "DOT_IEEE": False}
     wgrad = _compile_for_hopper(tk._dwconv_weight_grad_kernel, ["*fp16", "*fp16", "*fp32"], wgrad_meta, 4)
     assert "mma" in wgrad.asm["ptx"] and "st.global" in wgrad.asm["ptx"]
-    wgrad_meta = {**tk._WGRAD_CONFIGS_NCHW[0].kwargs, "DOT_IEEE": True}
-    wgrad = _compile_for_hopper(tk._dwconv_weight_grad_kernel, ["*fp32", "*fp32", "*fp32"], wgrad_meta, 4)
-    assert wgrad.asm["cubin"]
+    exact = _compile_for_hopper(tk._dwconv_tile_kernel, ["*fp32"] * 4, {**tk._DOT_TILES[0].kwargs, **fp32_flags}, 4)
+    assert exact.asm["cubin"]  # fp32 through the dot path: input_precision="ieee"

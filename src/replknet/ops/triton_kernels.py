@@ -347,16 +347,13 @@ def _tile_config(block_c: int, block_h: int, block_w: int, num_warps: int, win: 
 _DOT_TILES = [
     _tile_config(1, 64, 32, 4, win=64),
     _tile_config(1, 32, 32, 4, win=64),
-    _tile_config(1, 16, 32, 4, win=64),
     _tile_config(1, 16, 16, 4, win=32),
     _tile_config(1, 16, 16, 4, win=64),
     _tile_config(1, 32, 64, 8, win=128),
-    _tile_config(1, 16, 64, 4, win=128),
 ]
 _TILE_CONFIGS_NCHW = [
     _tile_config(1, 8, 32, 4),
     _tile_config(1, 16, 32, 4),
-    _tile_config(2, 8, 16, 4),
     _tile_config(4, 8, 8, 4),
     _tile_config(16, 4, 4, 4),
     *_DOT_TILES,
@@ -378,7 +375,6 @@ def _wgrad_config(block_c: int, block_t: int, block_p: int, num_warps: int, kpad
 
 _DOT_WGRAD = [
     _wgrad_config(1, 16, 16, 4, kpad=16, dot_w=64),
-    _wgrad_config(1, 16, 16, 4, kpad=32, dot_w=32),
     _wgrad_config(1, 16, 16, 4, kpad=32, dot_w=64),
     _wgrad_config(1, 16, 16, 8, kpad=64, dot_w=64),
     _wgrad_config(1, 16, 16, 4, kpad=64, dot_w=32),
