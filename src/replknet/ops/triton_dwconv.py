@@ -98,11 +98,7 @@ def triton_available() -> bool:
 
 def unsupported_reason(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> str | None:
     """Why the Triton kernels cannot take these (already shape-checked) arguments, or None if they can."""
-    if x.device.type == "cuda":
-        pass
-    elif x.device.type == "cpu" and interpreter_enabled():
-        pass
-    else:
+    if not (x.device.type == "cuda" or (x.device.type == "cpu" and interpreter_enabled())):
         return f"device {x.device.type!r} (CUDA, or the CPU with TRITON_INTERPRET=1)"
     if x.dtype not in SUPPORTED_DTYPES:
         return f"dtype {x.dtype} (supported: float32, float16, bfloat16)"
