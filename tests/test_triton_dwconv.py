@@ -111,6 +111,19 @@ def test_module_through_dispatcher_and_dtype_error(interpreter_results: dict) ->
     assert "one dtype" in interpreter_results["mixed_dtype"]["message"]
 
 
+def test_checker_catches_a_wrong_convolution() -> None:
+    """The float64 check the kernel tests rely on must fail for a subtly wrong convolution (kernel rotated)."""
+    from replknet.ops.triton_check import compare_with_float64
+
+    def rotated(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return reference_dwconv2d(x, weight.flip(-1, -2), bias)
+
+    wrong = compare_with_float64(rotated, (1, 2, 6, 6), 3, channels_last=True)
+    assert min(wrong["out"], wrong["grad_input"], wrong["grad_weight"]) > 100 * wrong["tolerance"]
+    right = compare_with_float64(reference_dwconv2d, (1, 2, 6, 6), 3, channels_last=True)
+    assert max(right["out"], right["grad_input"], right["grad_weight"]) < right["tolerance"]
+
+
 def test_import_registers_without_importing_kernels(request: pytest.FixtureRequest) -> None:
     if HAS_TRITON:  # the worker checked it first thing, before any kernel ran
         imported = request.getfixturevalue("interpreter_results")["import"]

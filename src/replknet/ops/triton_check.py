@@ -47,20 +47,21 @@ def compare_with_float64(
     out = fn(x_dev, w_dev, b_dev)
     out.backward(grad_out.to(device).contiguous(memory_format=fmt))
 
-    x64 = x.double().requires_grad_(True)
-    w64 = weight.double().requires_grad_(True)
-    b64 = bias_t.double().requires_grad_(True) if bias_t is not None else None
+    # float64 on the same device (PyTorch's depthwise kernels run float64 on CUDA too)
+    x64 = x.to(device, torch.float64).requires_grad_(True)
+    w64 = weight.to(device, torch.float64).requires_grad_(True)
+    b64 = bias_t.to(device, torch.float64).requires_grad_(True) if bias_t is not None else None
     ref = F.conv2d(x64, w64, b64, padding=kernel_size // 2, groups=channels)
-    ref.backward(grad_out.double())
+    ref.backward(grad_out.to(device, torch.float64))
 
     result: dict[str, float | bool] = {
-        "out": relative_error(out.detach().cpu().double(), ref.detach()),
-        "grad_input": relative_error(x_dev.grad.cpu().double(), x64.grad),
-        "grad_weight": relative_error(w_dev.grad.cpu().double(), w64.grad),
+        "out": relative_error(out.detach(), ref.detach()),
+        "grad_input": relative_error(x_dev.grad, x64.grad),
+        "grad_weight": relative_error(w_dev.grad, w64.grad),
         "layout_kept": bool(out.is_contiguous(memory_format=fmt) and x_dev.grad.is_contiguous(memory_format=fmt)),
         "dtypes_kept": bool(out.dtype == dtype and x_dev.grad.dtype == dtype and w_dev.grad.dtype == dtype),
         "tolerance": TOLERANCES.get(dtype, 1e-5),
     }
     if b_dev is not None:
-        result["grad_bias"] = relative_error(b_dev.grad.cpu().double(), b64.grad)
+        result["grad_bias"] = relative_error(b_dev.grad, b64.grad)
     return result
