@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-interval", type=int)
     parser.add_argument("--output-dir", default="runs/seg", help="checkpoints, metrics.json, predictions/*.png")
     parser.add_argument("--resume", help="checkpoint to resume, or 'auto' (OUTPUT_DIR/last.pth if present)")
+    parser.add_argument(
+        "--stop-after", type=int, help="end this run after N iterations (resume later with --resume auto)"
+    )
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 + grad scaling on GPU)")
     parser.add_argument("--grad-checkpointing", action="store_true", help="recompute backbone blocks in backward")
     parser.add_argument("--seed", type=int, default=0)
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_interval=args.checkpoint_interval,
         output_dir=args.output_dir,
         resume=args.resume,
+        stop_after=args.stop_after,
         amp=args.amp,
         use_checkpoint=args.grad_checkpointing,
         seed=args.seed,

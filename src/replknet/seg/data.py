@@ -305,14 +305,15 @@ def render_synthetic_sample(
     rng: np.random.Generator,
     shapes: Sequence[str] = SYNTHETIC_SHAPES,
     max_shapes: int = 2,
-    min_scale: float = 0.45,
-    max_scale: float = 0.75,
+    min_scale: float = 0.5,
+    max_scale: float = 0.85,
     noise: float = 0.03,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic scene: 1..``max_shapes`` large shapes over a random texture, each with its own texture.
+    """One synthetic scene: 1..``max_shapes`` large shapes, each a random flat colour, over a random texture.
 
-    The class of a pixel is its shape (1-based; 0 = background). Textures and colours are drawn independently of
-    the class, so a pixel inside a large shape can be labelled only by seeing the shape's outline.
+    The class of a pixel is its shape (1-based; 0 = background). Colours and textures are drawn independently of
+    the class: telling shape from background is local (flat against textured), but a pixel inside a large shape
+    can be given its class only by seeing the shape's outline, i.e. with a receptive field as large as the shape.
 
     Returns:
         ``(H, W, 3)`` uint8 image and ``(H, W)`` uint8 label.
@@ -324,7 +325,7 @@ def render_synthetic_sample(
     for _ in range(int(rng.integers(1, max_shapes + 1))):
         shape = int(rng.integers(len(shapes)))
         mask = render_shape_mask(shapes[shape], size, random_pose(rng, min_scale, max_scale, max_angle_deg=25.0))
-        image = compose(render_texture(None, size, rng), image, mask)
+        image = compose(render_texture("flat", size, rng), image, mask)
         label[mask >= 0.5] = shape + 1
     if noise > 0:
         image = image + rng.normal(0.0, noise, size=image.shape).astype(np.float32)
@@ -332,7 +333,7 @@ def render_synthetic_sample(
 
 
 class SyntheticSegmentation(_SeededDataset):
-    """Built-in, procedurally generated segmentation data (no download): large shapes on textured backgrounds.
+    """Built-in, procedurally generated segmentation data (no download): large flat shapes on textured backgrounds.
 
     Sample ``i`` of a split is rendered from ``numpy.random.default_rng((seed, 100 + split_id, i))``: the data are
     identical on every machine. Images are rendered once, on construction.

@@ -73,6 +73,7 @@ class TrainConfig:
     checkpoint_interval: int | None = None
     output_dir: str = "runs/seg"
     resume: str | None = None  # a checkpoint path, or "auto" for output_dir/last.pth when it exists
+    stop_after: int | None = None  # end this run after so many iterations (checkpoint written), e.g. a time-limited job
     amp: bool = False
     seed: int = 0
     num_workers: int = 0
@@ -416,9 +417,12 @@ def train(config: TrainConfig) -> dict:
     )  # fmt: skip
     class_names = list(getattr(train_set, "class_names", None) or [str(i) for i in range(spec.num_classes)])
     sampler = ResumableSampler(len(train_set), config.batch_size, config.seed, env.rank, env.world_size)
+    # Its own generator: creating an iterator each epoch must not draw from the global RNG (dropout's), or a
+    # resumed run would see a different dropout stream.
     loader = DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, drop_last=True
-    )
+        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, drop_last=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )  # fmt: skip
 
     segmentor_config = SegmentorConfig(
         backbone=config.backbone,
@@ -495,7 +499,7 @@ def train(config: TrainConfig) -> dict:
         if env.is_main:
             _log_metrics(metrics, 0)
 
-    iteration = start_iteration
+    iteration, interrupted, metrics = start_iteration, False, None
     epoch, skip = divmod(iteration, sampler.batches_per_epoch)
     bar = tqdm(
         total=config.iterations, initial=iteration, desc="seg-train", disable=not (config.progress and env.is_main)
@@ -526,6 +530,15 @@ def train(config: TrainConfig) -> dict:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
             last = iteration == config.iterations
+            interrupted = (
+                not last and config.stop_after is not None and iteration - start_iteration >= config.stop_after
+            )
+            if interrupted:
+                if env.is_main:
+                    save_training_checkpoint(out_dir / "last.pth", _state(iteration))
+                    _logger.info("stopping at iteration %d (stop_after=%d); resume with resume='auto'", iteration,
+                                 config.stop_after)  # fmt: skip
+                break
             if iteration % config.eval_interval == 0 or last:
                 metrics = evaluate(
                     model, val_set, eval_config, device, class_names,
@@ -543,10 +556,12 @@ def train(config: TrainConfig) -> dict:
                 save_training_checkpoint(out_dir / "last.pth", _state(iteration))
             if last:
                 break
+        if interrupted:
+            break
         epoch, skip = epoch + 1, 0
     bar.close()
     elapsed = time.perf_counter() - started
-    final = metrics if config.iterations > start_iteration else None
+    final = metrics
     result = dict(
         history=history, final=final, seconds=elapsed, iterations=config.iterations, config=dataclasses.asdict(config)
     )
