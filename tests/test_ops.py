@@ -9,7 +9,7 @@ from torch import nn
 
 import replknet.ops as ops
 from replknet.ops import cpu as ops_cpu
-from replknet.testing import relative_error
+from replknet.testing import randomize_bn_stats, relative_error
 
 CPU_IMPLS = ("reference", "native_nchw", "native_cl", "fft", "hybrid", "auto")
 KERNELS = (1, 3, 5, 7, 13, 27, 29, 31, 51)
@@ -140,7 +140,7 @@ def test_replknet_tiny_same_with_reference_and_auto() -> None:
 
     torch.manual_seed(0)
     model = replknet.create_model("replknet_tiny", num_classes=10)
-    replknet.testing.randomize_bn_stats(model)
+    randomize_bn_stats(model)
     model.eval()  # running statistics: every parameter, BN biases included, gets a non-trivial gradient
     x = torch.randn(2, 3, 64, 64)
 
