@@ -107,3 +107,23 @@ def test_bad_options_are_named(tmp_path):
     with pytest.raises(ValueError, match="needs --data-root"):
         train(TrainConfig(dataset="ade20k", output_dir=str(tmp_path)))
     assert main(["seg-eval", str(tmp_path / "missing.pth")]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
+               "-m", "replknet", "seg-train", "--backbone", "replknet_tiny_k3", "--iterations", "3",
+               "--batch-size", "2", "--warmup-iters", "1", "--output-dir", str(out), "--save-png", "1", *_SMALL]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = torch.load(out / "last.pth", weights_only=True)
+    assert checkpoint["iteration"] == 3
+    assert not any(key.startswith("module.") for key in checkpoint["model"])
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["final"]["mIoU"] > 0 and (out / "predictions" / "pred_000.png").is_file()
