@@ -2,7 +2,8 @@
 
 Each image shows one LARGE shape (spanning 60-95% of the image) whose class is the shape alone: the fill inside
 the shape and the background around it are random textures (stripes, checks, dots, waves, blobs, rings, flat)
-drawn independently of the class, with random colours. A small patch therefore says nothing about the class;
+drawn independently of the class, with random colours (fill and background colours far apart, so the silhouette
+is visible). A small patch therefore says nothing about the class;
 only the outline of the whole shape does, which a network can see only with a receptive field about as large as
 the shape (the point of large kernels).
 
@@ -21,6 +22,7 @@ at a given size and pose), ``random_pose``, ``render_texture``, ``render_class_t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -228,13 +230,17 @@ def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+@functools.lru_cache(maxsize=16)
 def _pixel_grid(height: int, width: int, supersample: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates in [-1, 1] (y down), ``supersample`` samples per pixel and axis."""
+    """Pixel-centre coordinates in [-1, 1] (y down), ``supersample`` samples per pixel and axis (cached, read-only)."""
     ys = (np.arange(height * supersample) + 0.5) / (height * supersample) * 2 - 1
     xs = (np.arange(width * supersample) + 0.5) / (width * supersample) * 2 - 1
     # NOTE: a non-square image keeps square pixels: x spans [-w/h, w/h] relative to the height.
     xs = xs * (width / height)
-    return np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
+    grid = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
+    for array in grid:
+        array.setflags(write=False)
+    return grid[0], grid[1]
 
 
 def render_shape_mask(
@@ -395,10 +401,19 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
+def _texture_colors(base: np.ndarray, rng: np.random.Generator, contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    """A texture's two colours: ``base`` and a colour within ``contrast`` of it per channel."""
+    second = np.clip(base + rng.uniform(-contrast, contrast, size=3), 0.0, 1.0).astype(np.float32)
+    return base, second
+
+
 def render_sample(
-    label: int, size: int | tuple[int, int], rng: np.random.Generator, noise: float = 0.03
+    label: int, size: int | tuple[int, int], rng: np.random.Generator, noise: float = 0.03, contrast: float = 0.35
 ) -> tuple[np.ndarray, np.ndarray]:
     """One training/validation image: class ``label``'s shape, random fill and background textures.
+
+    Fill and background get different texture kinds and base colours far apart (so the silhouette is visible);
+    each texture varies within ``contrast`` of its base colour. Nothing about them depends on ``label``.
 
     Returns:
         ``(image, mask)``: ``(H, W, 3)`` uint8 RGB and the ``(H, W)`` float32 shape mask.
@@ -406,26 +421,38 @@ def render_sample(
     pose = random_pose(rng)
     mask = render_shape_mask(label, size, pose)
     fill_kind, background_kind = rng.choice(len(TEXTURE_KINDS), size=2, replace=False)
-    fill = render_texture(TEXTURE_KINDS[fill_kind], size, rng)
-    background = render_texture(TEXTURE_KINDS[background_kind], size, rng)
+    fill_base, background_base = _two_colors(rng, min_distance=0.9)
+    fill_colors = _texture_colors(fill_base, rng, contrast)
+    background_colors = _texture_colors(background_base, rng, contrast)
+    fill = render_texture(TEXTURE_KINDS[fill_kind], size, rng, colors=fill_colors)
+    background = render_texture(TEXTURE_KINDS[background_kind], size, rng, colors=background_colors)
     image = compose(fill, background, mask)
     if noise > 0:
-        image = image + rng.normal(0.0, noise, size=image.shape).astype(np.float32)
+        image = image + noise * rng.standard_normal(size=image.shape, dtype=np.float32)
     return _to_uint8(image), mask
 
 
 def render_cue_conflict(
-    shape: int, texture: int, size: int | tuple[int, int], rng: np.random.Generator
+    shape: int, texture: int, size: int | tuple[int, int], rng: np.random.Generator, contrast: float = 0.35
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The shape of class ``shape`` filled with the texture of class ``texture`` on a flat background.
+    """The shape of class ``shape`` filled with the texture of class ``texture`` (small copies of its shape).
+
+    The background is a class-independent texture as in training; the fill's base colour is far from it.
 
     Returns:
         ``(image, mask)``: ``(H, W, 3)`` uint8 RGB and the ``(H, W)`` float32 mask of the large shape.
     """
-    pose = random_pose(rng, min_scale=0.7, max_scale=0.95)
+    pose = random_pose(rng, min_scale=0.75, max_scale=0.95)
     mask = render_shape_mask(shape, size, pose)
-    fill = render_class_texture(texture, size, rng)
-    background = render_texture("flat", size, rng)
+    fill_base, background_base = _two_colors(rng, min_distance=0.9)
+    _, element = _two_colors(rng, min_distance=0.6)
+    for _ in range(100):  # small shapes clearly visible on the fill
+        if np.abs(element - fill_base).sum() >= 0.6:
+            break
+        element = _random_color(rng)
+    fill = render_class_texture(texture, size, rng, colors=(fill_base, element))
+    background_kind = TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))]
+    background = render_texture(background_kind, size, rng, colors=_texture_colors(background_base, rng, contrast))
     return _to_uint8(compose(fill, background, mask)), mask
 
 
