@@ -42,11 +42,19 @@ def _config(tmp_path, name: str, **changes) -> TrainConfig:
     return get_preset("demo", **{**SMALL, "output": str(tmp_path / name), **changes})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # CI runs two test processes on two cores: one intra-op thread each avoids oversubscription.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
-def short_run(tmp_path_factory):
+def short_run(tmp_path_factory, one_thread):
     """Four epochs on 96 images: enough for the training loss to fall clearly."""
     out = tmp_path_factory.mktemp("short")
-    torch.set_num_threads(2)
     config = get_preset("demo", **{**SMALL, "synthetic_train_size": 96, "epochs": 4, "output": str(out / "run")})
     return train(config, progress=False)
 
