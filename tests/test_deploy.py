@@ -15,6 +15,7 @@ import replknet
 from replknet.checkpoint import CheckpointError
 from replknet.deploy import (
     BenchResult,
+    benchmark,
     class_labels,
     convert_checkpoint,
     export_model,
@@ -277,6 +278,10 @@ def test_bench_forms_counts_and_throughput() -> None:
     assert is_fused(fused) and is_fused(deep)
     assert replknet.count_params(deep) < replknet.count_params(fused)
     assert build_bench_model("resnet18", "fused") is None  # peers have no fused form
+    # a peer without a fused form is measured once, as built, even when only fused forms are asked for
+    rows = benchmark(["replknet_tiny", "resnet18"], ["fused"], ["fp32"], 1, 64, warmup=0, iterations=1)
+    assert [(r.model, r.form) for r in rows] == [("replknet_tiny", "fused"), ("resnet18", "-")]
+    assert rows[1].params == replknet.count_params(timm.create_model("resnet18"))
     speed, ms = measure_throughput(deep, batch_size=2, image_size=64, warmup=1, iterations=2, dtype="bf16")
     assert speed > 0 and ms > 0 and speed == pytest.approx(2 * 1000 / ms)
     with pytest.raises(ValueError, match="unknown dtype 'int8'"):

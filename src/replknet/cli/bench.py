@@ -35,20 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import platform
     from pathlib import Path
 
     import torch
 
-    from replknet.deploy.bench import benchmark, format_table
+    from replknet.deploy.bench import benchmark, device_description, format_table
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    device_name = device_description(args.device)
     print(
-        f"device {args.device} ({device_name}), {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"device {args.device} ({device_name}), batch {args.batch_size}, "
         f"{args.img_size}px, {args.warmup} warm-up + {args.iterations} timed forwards, torch {torch.__version__}"
     )
 

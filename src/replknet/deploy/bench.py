@@ -29,7 +29,7 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class BenchResult:
-    """One measured configuration. ``form`` is ``train`` for models that have no fused form."""
+    """One measured configuration. ``form`` is ``-`` for models that have no fused form (measured as built)."""
 
     model: str
     form: str
@@ -99,6 +99,22 @@ def measure_throughput(
     return iterations * batch_size / elapsed, 1000 * elapsed / iterations
 
 
+def device_description(device: str | torch.device) -> str:
+    """A readable name of the device: the GPU's name, or the CPU model and thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
 def build_bench_model(name: str, form: str = "train", image_size: int = 224) -> nn.Module | None:
     """The model ``name`` in ``form`` (random weights, eval), or None when the model has no such form."""
     import replknet
@@ -130,7 +146,7 @@ def benchmark(
     channels_last: bool = False,
     on_result: Callable[[BenchResult], None] | None = None,
 ) -> list[BenchResult]:
-    """Params, MACs and throughput of each model x form x dtype (forms a model lacks are skipped).
+    """Params, MACs and throughput of each model x form x dtype; models without a fused form run once, as built.
 
     ``on_result`` is called after each measurement (the CLI prints progress with it).
     """
@@ -141,12 +157,14 @@ def benchmark(
             raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device cuda requested but CUDA is not available")
+    from replknet.models import REPLKNET_CONFIGS
+
     results: list[BenchResult] = []
     for name in models:
-        for form in forms:
-            model = build_bench_model(name, form, image_size)
-            if model is None:
-                continue
+        # Models without a fused form (the timm peers) are measured once, as built, whatever ``forms`` says.
+        model_forms = forms if name in REPLKNET_CONFIGS else ("-",)
+        for form in model_forms:
+            model = build_bench_model(name, "train" if form == "-" else form, image_size)
             params = count_params(model)
             gmacs = count_macs(model, image_size) / 1e9
             for dtype in dtypes:
@@ -202,6 +220,7 @@ __all__ = [
     "BenchResult",
     "benchmark",
     "build_bench_model",
+    "device_description",
     "format_table",
     "measure_throughput",
 ]
