@@ -2,19 +2,24 @@
 
 Imported only on first use (it imports triton); ``replknet.ops.triton_dwconv`` is the cheap front door.
 
-Design (direct method, accumulation in fp32 whatever the storage dtype):
+Two methods per convolution, both accumulating in fp32 whatever the storage dtype; a compile-time flag
+(``USE_DOT``) in each kernel selects one, and it is part of the autotune search, so the faster wins per shape:
 
-* forward: one program computes a ``(BLOCK_C channels) x (BLOCK_H x BLOCK_W pixels)`` output tile of one image
-  and loops over only those of the ``K x K`` taps that reach the image for some pixel of the tile (in the small
-  late-stage maps most taps fall in the padding). Strides are arguments, so NCHW and channels_last share the
-  kernel; their tile shapes differ (NCHW tiles run along W, channels_last tiles run along C, the contiguous axis).
+* forward, direct: one program computes a ``(BLOCK_C channels) x (BLOCK_H x BLOCK_W pixels)`` output tile of one
+  image and loops over only those of the ``K x K`` taps that reach the image for some pixel of the tile. Strides
+  are arguments, so NCHW and channels_last share the kernel; their tile shapes differ (NCHW tiles run along W,
+  channels_last tiles run along C, the contiguous axis).
+* forward, dot (implicit GEMM on tensor cores): per kernel row, (input rows x window) @ (banded Toeplitz matrix
+  of that weight row); see ``_tile_dot``.
 * grad_input: the forward kernel over the output gradient with the kernel rotated by 180 degrees (``FLIP``).
-* grad_weight: a reduction over batch and space. One program owns ``BLOCK_C`` channels x ``BLOCK_T`` taps and
-  every ``SPLIT``-th chunk of ``BLOCK_P`` flattened ``(n, h, w)`` pixels; the ``SPLIT`` partial sums go to a fp32
+* grad_weight, direct: one program owns ``BLOCK_C`` channels x ``BLOCK_T`` taps and every ``SPLIT``-th chunk of
+  ``BLOCK_P`` flattened ``(n, h, w)`` pixels. grad_weight, dot: per input row, (output-gradient rows, reversed) @
+  (Hankel window of the input row); see ``_wgrad_dot``. Either way the ``SPLIT`` partial sums go to a fp32
   buffer that is summed afterwards (a split reduction: enough programs to fill the GPU, and deterministic).
 
 On a GPU every launch is autotuned (``triton.autotune``) per shape; under ``TRITON_INTERPRET=1`` (CPU tests) one
-small fixed configuration is used so that tiles, masks and the split reduction are all exercised.
+small fixed configuration of the path named by ``INTERPRET_PATH`` is used, so that tiles, masks and the split
+reduction are all exercised.
 """
 
 from __future__ import annotations
