@@ -169,7 +169,7 @@ def test_compute_erf_averages_skips_nan_and_restores_the_model():
     assert (result.num_images, result.num_skipped, result.feature_shape) == (3, 1, (3, 25, 25))
     single = [contribution_map(model, image.unsqueeze(0)).numpy() for image in (images[0], images[2], images[3])]
     np.testing.assert_allclose(result.contribution, np.mean(single, axis=0), rtol=1e-12)
-    assert model.training
+    assert model.training and all(module.training for module in model.modules())
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
 
 
@@ -215,6 +215,20 @@ def test_timm_resnet_default_feature_is_layer4_and_zero_init_reset():
     torch.testing.assert_close(
         contribution_map(feature_extractor(model), x),
         contribution_map(feature_extractor(model, layer="layer4"), x),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_features_only_model_uses_its_last_feature_map():
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", features_only=True, out_indices=(2, 3))
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(
+        contribution_map(feature_extractor(model), x),
+        contribution_map(feature_extractor(model, layer="layer3"), x),
         rtol=0,
         atol=0,
     )

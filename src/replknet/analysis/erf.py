@@ -173,14 +173,20 @@ def feature_extractor(model: nn.Module, layer: str | None = None) -> FeatureFn:
         model: any ``nn.Module``.
         layer: a module name (``model.named_modules()``) whose output is taken with a forward hook. Default: the
             last stage's output before the final norm for models with timm's ``forward_intermediates`` (every
-            RepLKNet, and timm models such as ResNet, where it is ``layer4``), else the model's own output.
+            RepLKNet, and timm models such as ResNet, where it is ``layer4``), else the model's own output (the last
+            one when it returns a list, as timm's ``features_only`` models do).
     """
     if layer is not None:
         return _hooked_feature(model, layer)
     if hasattr(model, "forward_intermediates"):
         # timm convention: an int n asks for the last n feature levels, before the final norm (norm=False).
         return lambda x: model.forward_intermediates(x, indices=1, intermediates_only=True)[-1]
-    return model
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        output = model(x)
+        return output[-1] if isinstance(output, (list, tuple)) and output else output
+
+    return run
 
 
 def _check_feature(feature, layer: str | None) -> torch.Tensor:
@@ -222,7 +228,7 @@ def _contribution_and_shape(
 @contextlib.contextmanager
 def _analysis_mode(model: nn.Module) -> Iterator[None]:
     """eval() and frozen parameters while maps are computed; the previous state is restored afterwards."""
-    training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:
@@ -232,7 +238,8 @@ def _analysis_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(training)
+        for module, training in modes:
+            module.training = training
 
 
 @contextlib.contextmanager
