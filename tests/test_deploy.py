@@ -302,3 +302,15 @@ def test_bench_table_ratios() -> None:
     assert "vs base" in lines[0]
     assert lines[3].endswith("2.50x") and lines[5].endswith("0.50x") and lines[2].endswith("1.00x")
     assert "vs" not in format_table(results, baseline="absent").splitlines()[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bench_and_export_from_cuda(tmp_path: Path) -> None:
+    model = build_bench_model("replknet_tiny", "fused")
+    speed, _ = measure_throughput(
+        model, batch_size=4, image_size=64, warmup=1, iterations=2, device="cuda", dtype="bf16"
+    )
+    assert speed > 0
+    result = export_model(model.cuda(), tmp_path / "m.pt", "torchscript", input_size=(64, 64))
+    assert result.relative_diff < 1e-4  # exported from a float32 CPU copy, checked against the unfused model

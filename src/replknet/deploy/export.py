@@ -168,8 +168,8 @@ def export_model(
     prepared = prepare_for_export(model, fuse=fuse, deep=deep)
     param = next(prepared.parameters())
     prepared = prepared.to(device="cpu", dtype=torch.float32)
-    if param.device.type != "cpu":
-        _logger.info("exporting from a CPU copy of the model")
+    if param.device.type != "cpu" or param.dtype != torch.float32:
+        _logger.info("exporting from a float32 CPU copy of the model")
     generator = torch.Generator().manual_seed(seed)
     in_chans = getattr(prepared, "in_chans", 3)
     # Batch 2, not 1: the exporters specialise a dimension of size 1.
@@ -194,10 +194,14 @@ def export_model(
         return ExportResult(path, fmt, None, None, None)
     check_batch = 3
     x = torch.randn(check_batch, in_chans, *input_size, generator=generator)
-    was_training = model.training
+    # The reference is the unfused model in float32 on CPU (a copy when it lives elsewhere, so that TF32 or
+    # half precision on a GPU does not blur the comparison).
+    on_cpu = param.device.type == "cpu" and param.dtype == torch.float32
+    reference_model = model if on_cpu else copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
+    was_training = reference_model.training
     with torch.no_grad():
-        reference = model.eval()(x.to(device=param.device, dtype=param.dtype)).float().cpu()
-    model.train(was_training)
+        reference = reference_model.eval()(x)
+    reference_model.train(was_training)
     output = run_exported(path, fmt, x)
     if output.shape != reference.shape:
         raise RuntimeError(f"exported model returned shape {tuple(output.shape)}, expected {tuple(reference.shape)}")
