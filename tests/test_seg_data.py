@@ -113,3 +113,13 @@ def test_prediction_png_is_colour_coded(tmp_path):
     saved = np.asarray(Image.open(path))
     assert saved.shape == (2, 2 * 3 + 2 * 4, 3)
     assert saved[1, -2].tolist() == colors[2].tolist()
+
+
+def test_photometric_distortion_is_seeded_and_bounded():
+    from replknet.seg.data import _photometric
+
+    image = np.random.default_rng(0).integers(0, 256, size=(12, 10, 3)).astype(np.uint8)
+    outputs = [_photometric(image, np.random.default_rng(seed)) for seed in range(12)]
+    assert all(out.shape == image.shape and out.min() >= 0 and out.max() <= 255 for out in outputs)
+    assert np.array_equal(outputs[3], _photometric(image, np.random.default_rng(3)))
+    assert any(not np.allclose(out, image) for out in outputs)
