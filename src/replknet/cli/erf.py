@@ -125,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
             reset_zero_init_norms(model)
         model.to(device)
         images = tqdm(dataset, total=count, desc=label, unit="img", leave=True)
+        # Images whose map is not finite are skipped and the next ones taken, as the official script does.
         result = compute_erf(
-            model, images, num_images=args.num_images, layer=args.layer, grad_checkpointing=args.grad_checkpointing
+            model, images, num_images=count, layer=args.layer, grad_checkpointing=args.grad_checkpointing
         )
         images.close()
         del model
