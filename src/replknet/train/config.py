@@ -28,21 +28,21 @@ class TrainConfig:
     data: str = "synthetic"  # "synthetic" (built in, no download) or an ImageFolder root holding train/ and val/
     train_split: str = "train"
     val_split: str = "val"
-    image_size: int = 64  # the synthetic shapes are 64 px: large enough for 10 shapes, small enough for a CPU
-    synthetic_train_size: int = 5000  # new samples are free; more is better than more epochs on the same
+    image_size: int = 48  # 48 px shows all 10 shapes clearly and trains ~1.5x faster than 64 px on a CPU
+    synthetic_train_size: int = 6000  # rendering costs ~2 ms an image; 6 epochs of 6000 fit the 5-minute budget
     synthetic_val_size: int = 1000
     synthetic_seed: int = 0
     workers: int = 4  # DataLoader workers for ImageFolder data (the synthetic data needs none)
     # --- schedule
     epochs: int = 6
     warmup_epochs: float = 0.5
-    batch_size: int = 64  # per process, per forward
-    recipe_batch: int = 64  # the global batch ``lr`` is given for; accumulation reaches it when possible
+    batch_size: int = 32  # per process, per forward (small batches: more updates in a short CPU run)
+    recipe_batch: int = 32  # the global batch ``lr`` is given for; accumulation reaches it when possible
     accum_steps: int | None = None  # None: ceil(recipe_batch / (batch_size * world)) when lr scaling is off
     scale_lr: bool = True  # lr = lr * real global batch / recipe_batch (when accumulation cannot reach it)
     # --- optimizer
     opt: str = "adamw"
-    lr: float = 2e-3
+    lr: float = 4e-3  # the tiny model learns the shapes slowly at 2e-3 (docs/training.md)
     min_lr: float = 1e-5
     weight_decay: float = 0.05  # no decay on 1-D parameters (BN, biases), as in the official optimizer
     layer_decay: float | None = None  # the fine-tuning recipes use 0.7 over the official 14 layer groups

@@ -133,6 +133,7 @@ def evaluate_checkpoint(
     progress: bool = True,
     synthetic_size: int = 1000,
     synthetic_seed: int = 0,
+    num_classes: int | None = None,
 ) -> dict:
     """Top-1/top-5 of a checkpoint (this library's, official or mmpretrain layouts) on an ImageFolder split.
 
@@ -141,6 +142,7 @@ def evaluate_checkpoint(
         checkpoint: local checkpoint file, or None for the randomly initialised model.
         data: ImageFolder root holding ``split/<class>/...``, or ``"synthetic"`` for the built-in shapes.
         image_size: evaluation resolution; default the model's pretrained config input size.
+        num_classes: head size when there is no checkpoint to read it from.
     """
     import replknet
     from replknet.train.data import SyntheticBatches, build_image_folder, eval_loader, eval_transform
@@ -148,7 +150,7 @@ def evaluate_checkpoint(
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    kwargs = {}
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if str(data) == "synthetic":
         from replknet.data.synthetic import NUM_CLASSES
 
