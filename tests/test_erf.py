@@ -202,6 +202,17 @@ def test_default_feature_is_the_last_stage_before_the_final_norm():
     torch.testing.assert_close(contribution_map(feature_extractor(model), x), by_default, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", sorted(replknet.models.REPLKNET_CONFIGS))
+def test_every_registered_replknet_has_a_default_erf_feature(name):
+    # The default feature of every registered model: on the meta device (shapes only; 31L/XL would be slow and
+    # large). The gradient path is the same code as for the tiny models tested with real numbers.
+    with torch.device("meta"):
+        model = replknet.create_model(name)
+    model.eval()
+    feature = feature_extractor(model)(torch.empty(1, 3, 64, 64, device="meta"))
+    assert tuple(feature.shape) == (1, model.num_features, 2, 2)
+
+
 def test_timm_resnet_default_feature_is_layer4_and_zero_init_reset():
     import timm
 
