@@ -156,3 +156,10 @@ def test_amp_training_step_on_cpu(tmp_path):
     state = torch.load(tmp_path / "last.pth", weights_only=True)["model"]
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_resume_from_a_foreign_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save({"stem.0.conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="not a seg-train checkpoint"):
+        train(TrainConfig(resume=str(path), output_dir=str(tmp_path), train_samples=8, val_samples=2, progress=False))

@@ -193,6 +193,7 @@ class _Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owned: bool = False  # this module created the process group (and destroys it at the end)
 
     @property
     def is_main(self) -> bool:
@@ -202,10 +203,11 @@ class _Dist:
 def _setup_distributed(device: torch.device) -> _Dist:
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
         return _Dist()
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), owned)
 
 
 def _pick_device(name: str, local_rank: int) -> torch.device:
@@ -451,6 +453,9 @@ def train(config: TrainConfig) -> dict:
         from replknet.checkpoint import read_checkpoint
 
         state = read_checkpoint(resume)
+        missing = [key for key in ("segmentor", "model", "optimizer", "iteration") if key not in state]
+        if missing:
+            raise ValueError(f"cannot resume {resume}: not a seg-train checkpoint (no {', '.join(missing)})")
         saved = SegmentorConfig.from_dict(state["segmentor"])
         if saved != segmentor_config:
             diff = {k: (v, getattr(segmentor_config, k)) for k, v in saved.to_dict().items()
@@ -571,6 +576,8 @@ def train(config: TrainConfig) -> dict:
         (out_dir / "metrics.json").write_text(json.dumps(serialisable, indent=1, default=_json_default))
     if env.world_size > 1:
         dist.barrier()
+        if env.owned:
+            dist.destroy_process_group()
     return result
 
 
