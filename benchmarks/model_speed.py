@@ -6,6 +6,7 @@ Configurations (same weights, same input):
   ``nn.Conv2d`` model runs), NCHW model and input.
 - ``native CL``: ``impl="reference"`` with the model and input in channels_last (oneDNN's channels_last path).
 - ``ours``: ``impl="auto"`` (``replknet.ops`` picks per layer), NCHW model and input.
+- ``ours CL``: ``ours`` with the model and input in channels_last (the other layers' preferred layout on CPU).
 - ``ours bf16``: ``ours`` under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
 
 Tasks: inference in deploy form (``replknet.reparameterize``) at B=1 and B=8, and a full train step (forward,
@@ -30,8 +31,14 @@ import time
 
 import torch
 
-CONFIGS = ("nchw", "native_cl", "ours", "ours_bf16")
-CONFIG_NAMES = {"nchw": "nn.Conv2d NCHW", "native_cl": "native CL", "ours": "ours", "ours_bf16": "ours bf16"}
+CONFIGS = ("nchw", "native_cl", "ours", "ours_cl", "ours_bf16")
+CONFIG_NAMES = {
+    "nchw": "nn.Conv2d NCHW",
+    "native_cl": "native CL",
+    "ours": "ours",
+    "ours_cl": "ours CL",
+    "ours_bf16": "ours bf16",
+}
 TASKS = ("infer1", "infer8", "train8")
 LARGE_KERNEL = 13
 
@@ -86,7 +93,7 @@ def worker(config: str, task: str, repeats: int) -> dict:
     x = torch.randn(batch, 3, 224, 224)
     if task.startswith("infer"):
         model = replknet.reparameterize(model.eval())
-    if config == "native_cl":
+    if config in ("native_cl", "ours_cl"):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     impl = "reference" if config in ("nchw", "native_cl") else "auto"
@@ -185,7 +192,7 @@ def main() -> None:
 
     print("\nSpeed-up of ours (images/s ratio) and train-step peak memory ratio")
     for task in args.tasks:
-        for config in ("ours", "ours_bf16"):
+        for config in ("ours", "ours_cl", "ours_bf16"):
             if (task, config) not in results:
                 continue
             ours = results[(task, config)]
