@@ -11,6 +11,12 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite runs as `pytest -n 2` on 2 cores: one intra-op thread per worker avoids oversubscription,
+    # which makes the small tensors of these tests several times slower.
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

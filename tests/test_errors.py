@@ -106,3 +106,17 @@ def test_dwconv_argument_errors():
         dwconv2d(torch.randn(1, 2, 8, 8), torch.randn(3, 1, 3, 3))
     with pytest.raises(ValueError, match="unknown depthwise conv impl"):
         dwconv2d(torch.randn(1, 2, 8, 8), torch.randn(2, 1, 3, 3), impl="nope")
+
+
+def test_use_ema_picks_the_ema_weights(tmp_path):
+    plain = {"w": torch.zeros(2)}
+    ema = {"w": torch.ones(2)}
+    path = tmp_path / "train.pth"
+    torch.save({"model": plain, "model_ema": ema, "epoch": 3}, path)
+    from replknet.checkpoint import unwrap_state_dict
+
+    checkpoint = replknet.read_checkpoint(path)
+    assert unwrap_state_dict(checkpoint)["w"].tolist() == [0.0, 0.0]
+    assert unwrap_state_dict(checkpoint, use_ema=True)["w"].tolist() == [1.0, 1.0]
+    with pytest.raises(CheckpointError, match="no 'model_ema'"):
+        unwrap_state_dict({"model": plain}, use_ema=True)

@@ -49,14 +49,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 def unwrap_state_dict(checkpoint: Mapping, use_ema: bool = False) -> dict[str, torch.Tensor]:
     """Take the state dict out of a training checkpoint (``model``, ``state_dict`` or ``model_ema`` entry)."""
-    order = ("model_ema", "state_dict_ema") + WRAPPER_KEYS if use_ema else WRAPPER_KEYS
+    if use_ema and not any(k in checkpoint for k in ("model_ema", "state_dict_ema")):
+        raise CheckpointError("use_ema=True but the checkpoint has no 'model_ema' entry")
+    order = ("model_ema", "state_dict_ema") if use_ema else WRAPPER_KEYS
     for key in order:
         inner = checkpoint.get(key)
         if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
-            if any(isinstance(v, torch.Tensor) for v in inner.values()):
-                return unwrap_state_dict(inner, use_ema)
-    if use_ema and not any(k in checkpoint for k in ("model_ema", "state_dict_ema")):
-        raise CheckpointError("use_ema=True but the checkpoint has no 'model_ema' entry")
+            if any(isinstance(v, torch.Tensor) for v in inner.values()) or any(
+                isinstance(v, Mapping) for v in inner.values()
+            ):
+                # the EMA entry, once chosen, is unwrapped like any other state dict
+                return unwrap_state_dict(inner, use_ema=False)
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"no tensors found in the checkpoint (top-level keys: {sorted(checkpoint)[:10]})")
