@@ -175,24 +175,37 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     return model
 
 
-def save_state_dict(
-    state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None
-) -> Path:
-    """Write a state dict atomically (temp file + rename): safetensors for ``.safetensors``, else torch.save."""
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash or error never leaves a partial file at ``path`` (the previous file, if any, stays intact).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-            save_file(tensors, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        else:
-            torch.save(dict(state_dict), tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically (temporary file + rename)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None
+) -> Path:
+    """Write a state dict atomically (temp file + rename): safetensors for ``.safetensors``, else torch.save."""
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+        meta = {k: str(v) for k, v in (metadata or {}).items()}
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return atomic_torch_save(dict(state_dict), path)

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -275,17 +274,9 @@ class _LossModule(nn.Module):
 # ---------------------------------------------------------------------------------------------- checkpoints
 def save_training_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """``torch.save`` to a temp file in the same folder, then rename: a crash never leaves a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    from replknet.checkpoint import atomic_torch_save
+
+    return atomic_torch_save(state, path)
 
 
 def load_segmentor(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> RepLKNetUperNet:

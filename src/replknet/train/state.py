@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +53,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then ``os.replace``: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    from replknet.checkpoint import atomic_torch_save
+
+    return atomic_torch_save(state, path)
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
