@@ -33,9 +33,16 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="write the per-round numbers here")
+    parser.add_argument(
+        "--system-allocator", action="store_true", help="do not call replknet.runtime.keep_freed_memory()"
+    )
     args = parser.parse_args()
 
     import torch
+
+    from replknet.runtime import keep_freed_memory
+
+    allocator = "glibc default" if args.system_allocator or not keep_freed_memory() else "keep_freed_memory"
 
     from replknet.deploy.bench import build_bench_model, device_description, measure_throughput
 
@@ -48,7 +55,7 @@ def main() -> None:
         models[spec] = model
     print(
         f"{device_description(args.device)}, torch {torch.__version__}, batch {args.batch_size}, {args.img_size}px, "
-        f"{args.dtype}, {args.rounds} rounds of ({args.warmup} warm-up + {args.iterations} timed forwards) per model"
+        f"{args.dtype}, allocator: {allocator}, {args.rounds} rounds of ({args.warmup} warm-up + {args.iterations} timed forwards) per model"
     )
     speeds: dict[str, list[float]] = {spec: [] for spec in models}
     for round_index in range(args.rounds):

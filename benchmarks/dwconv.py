@@ -158,11 +158,20 @@ def main() -> None:
     parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--calibrate", action="store_true", help="print the per-impl crossover table instead")
+    parser.add_argument(
+        "--system-allocator", action="store_true", help="do not call replknet.runtime.keep_freed_memory()"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from replknet.runtime import keep_freed_memory
+
+    allocator = "glibc default" if args.system_allocator or not keep_freed_memory() else "keep_freed_memory"
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}, "
+        f"allocator: {allocator}"
+    )
     print(f"fp32 matmul (2048^3): {matmul_gflops():.1f} GFLOP/s")
     if args.calibrate:
         run_calibration(args.batch_sizes, args.repeats)

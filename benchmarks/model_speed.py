@@ -8,11 +8,17 @@ Configurations (same weights, same input):
 - ``ours``: ``impl="auto"`` (``replknet.ops`` picks per layer), NCHW model and input.
 - ``ours CL``: ``ours`` with the model and input in channels_last (the other layers' preferred layout on CPU).
 - ``ours bf16``: ``ours`` under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+- ``dw free``: the bound. Every depthwise layer replaced by a per-channel scale (its kernel's centre tap), which
+  costs one pass over memory: the images/s of the model if its depthwise convolutions took no time. Its ratio
+  to ``nn.Conv2d NCHW`` is the largest speed-up any depthwise implementation could give this model here
+  (Amdahl's law); the rest of the network is the same code in every configuration.
 
-Tasks: inference in deploy form (``replknet.reparameterize``) at B=1 and B=8, and a full train step (forward,
+Tasks: inference in deploy form (``replknet.reparameterize(deep=True)``) at B=1 and B=8, and a full train step (forward,
 backward, AdamW step) at B=8. Each (configuration, task) runs in a fresh subprocess so its peak resident memory
 (``ru_maxrss``) is its own. Inference also reports, as in the paper's Table 1, the share of forward latency spent
 in the depthwise large-kernel convolutions (K >= 13, timed with forward hooks) next to their share of FLOPs.
+Every worker runs with ``replknet.runtime.keep_freed_memory()`` (as the ``replknet`` command does) unless
+``--system-allocator`` is given.
 
     python benchmarks/model_speed.py                # everything (slow: the baselines take minutes)
     python benchmarks/model_speed.py --tasks train8 --configs ours native_cl
@@ -31,14 +37,25 @@ import time
 
 import torch
 
-CONFIGS = ("nchw", "native_cl", "ours", "ours_cl", "ours_bf16")
+CONFIGS = ("nchw", "native_cl", "ours", "ours_cl", "ours_bf16", "dw_free")
 CONFIG_NAMES = {
     "nchw": "nn.Conv2d NCHW",
     "native_cl": "native CL",
     "ours": "ours",
     "ours_cl": "ours CL",
     "ours_bf16": "ours bf16",
+    "dw_free": "dw free",
 }
+FREE_IMPL = "_free_bound"
+
+
+def _free_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Not a convolution: a per-channel scale by the kernel's centre tap, the cheapest op with its shapes."""
+    centre = weight.shape[-1] // 2
+    y = x * weight[:, 0, centre, centre].view(1, -1, 1, 1)
+    return y if bias is None else y + bias.view(1, -1, 1, 1)
+
+
 TASKS = ("infer1", "infer8", "train8")
 LARGE_KERNEL = 13
 
@@ -83,7 +100,7 @@ class DepthwiseTimer:
 
 def worker(config: str, task: str, repeats: int) -> dict:
     import replknet
-    from replknet.ops import impl_override
+    from replknet.ops import impl_override, register_impl
     from replknet.testing import randomize_bn_stats, relative_error
 
     torch.manual_seed(0)
@@ -92,11 +109,12 @@ def worker(config: str, task: str, repeats: int) -> dict:
     batch = int(task[-1])
     x = torch.randn(batch, 3, 224, 224)
     if task.startswith("infer"):
-        model = replknet.reparameterize(model.eval())
+        model = replknet.reparameterize(model.eval(), deep=True)
     if config in ("native_cl", "ours_cl"):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    impl = "reference" if config in ("nchw", "native_cl") else "auto"
+    impl = {"nchw": "reference", "native_cl": "reference", "dw_free": FREE_IMPL}.get(config, "auto")
+    register_impl(FREE_IMPL, _free_dwconv2d)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config == "ours_bf16" else contextlib.nullcontext()
     result: dict = {"config": config, "task": task, "batch": batch}
 
@@ -154,15 +172,26 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--system-allocator", action="store_true", help="do not call replknet.runtime.keep_freed_memory()"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "TASK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.system_allocator:
+        from replknet.runtime import keep_freed_memory
+
+        keep_freed_memory()
     if args.worker:
         print(json.dumps(worker(*args.worker, args.repeats)))
         return
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}")
+    allocator = "glibc default" if args.system_allocator else "keep_freed_memory"
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}, "
+        f"allocator: {allocator}"
+    )
     print("RepLKNet-31B, 224x224, random weights; inference in deploy form; each row a fresh process\n")
     results: dict[tuple[str, str], dict] = {}
     for task in args.tasks:
@@ -170,6 +199,8 @@ def main() -> None:
             command = [sys.executable, __file__, "--worker", config, task, "--repeats", str(args.repeats)]
             if args.threads:
                 command += ["--threads", str(args.threads)]
+            if args.system_allocator:
+                command.append("--system-allocator")
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 print(f"{task} {config}: failed\n{done.stderr[-2000:]}", flush=True)
@@ -207,6 +238,9 @@ def main() -> None:
                 memory = ours["peak_rss_mib"] / results[(task, "native_cl")]["peak_rss_mib"]
                 parts.append(f"peak RSS {memory:.2f}x native CL")
             print(f"  {task:>6} {CONFIG_NAMES[config]:>10}: " + ", ".join(parts))
+        if (task, "dw_free") in results and (task, "nchw") in results:
+            bound = results[(task, "dw_free")]["images_per_s"] / results[(task, "nchw")]["images_per_s"]
+            print(f"  {task:>6} {'bound':>10}: x{bound:.1f} vs nn.Conv2d NCHW with depthwise layers that cost nothing")
 
 
 if __name__ == "__main__":

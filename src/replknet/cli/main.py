@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from replknet.runtime import keep_freed_memory
+
+    keep_freed_memory(respect_env=True)  # large tensors stop page-faulting (replknet.runtime)
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:

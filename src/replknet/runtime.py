@@ -1,0 +1,80 @@
+"""Process-level CPU settings that make PyTorch models faster: the allocator.
+
+PyTorch's CPU tensors come from ``malloc``. glibc serves blocks above its mmap threshold (128 KiB by default,
+at most 32 MiB) with a fresh ``mmap`` and returns them to the system on ``free``, so every large activation
+of a CNN costs one page fault per 4 KiB page, every time it is allocated. On a VM those faults are dear: on
+the project's 2-core machine ``torch.relu`` on a 51 MB tensor took 92 ms allocating its output against 25 ms
+writing into an existing one, and fused RepLKNet-31B inference at batch 8 ran 1.3x faster once the memory was
+kept (docs/benchmarks.md). This is the problem jemalloc/tcmalloc solve when preloaded
+(``python -m torch.backends.xeon.run_cpu`` does that); ``keep_freed_memory`` gets the same effect from glibc
+itself, at run time, without a preload.
+
+It changes the whole process (every later allocation, not only this library's), so the library never calls it
+on import: the ``replknet`` command and the benchmark scripts call it, and so can a user's own script.
+Set ``REPLKNET_KEEP_FREED_MEMORY=0`` to turn it off for the commands.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import platform
+
+_logger = logging.getLogger(__name__)
+
+# mallopt parameters (glibc malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_MAX = -4
+_INT_MAX = 2**31 - 1
+_TOP_PAD_BYTES = 64 << 20
+
+ENV_VAR = "REPLKNET_KEEP_FREED_MEMORY"
+_applied = False
+
+
+def _glibc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") else None
+
+
+def keep_freed_memory(respect_env: bool = False) -> bool:
+    """Make glibc keep freed memory for reuse instead of unmapping it (large tensors stop page-faulting).
+
+    Sets ``M_MMAP_MAX=0`` (large blocks come from the heap, not fresh mappings), ``M_TRIM_THRESHOLD`` to its
+    maximum (freed memory is not handed back to the system) and a 64 MiB ``M_TOP_PAD``. The process's resident
+    memory then stays at its peak instead of shrinking between batches, as it would with jemalloc or PyTorch's
+    CUDA caching allocator. Idempotent.
+
+    Args:
+        respect_env: do nothing when the environment variable ``REPLKNET_KEEP_FREED_MEMORY`` is ``0``
+            (what the ``replknet`` command passes).
+
+    Returns:
+        True if the settings are in effect; False on platforms without glibc (macOS, Windows, musl) or when
+        turned off through the environment.
+    """
+    global _applied
+    if respect_env and os.environ.get(ENV_VAR, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if _applied:
+        return True
+    libc = _glibc()
+    if libc is None:
+        _logger.debug("keep_freed_memory: not a glibc platform, allocator left as it is")
+        return False
+    ok = all(
+        libc.mallopt(param, value) == 1
+        for param, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _INT_MAX), (_M_TOP_PAD, _TOP_PAD_BYTES))
+    )
+    if not ok:
+        _logger.warning("keep_freed_memory: glibc refused a mallopt setting; allocator may be partly tuned")
+    _applied = ok
+    return ok
