@@ -11,7 +11,7 @@ import replknet.ops as ops
 from replknet.ops import cpu as ops_cpu
 from replknet.testing import randomize_bn_stats, relative_error
 
-CPU_IMPLS = ("reference", "native_nchw", "native_cl", "fft", "hybrid", "auto")
+CPU_IMPLS = ("reference", "native_nchw", "native_cl", "fft", "hybrid", "toeplitz", "auto")
 KERNELS = (1, 3, 5, 7, 13, 27, 29, 31, 51)
 
 
@@ -77,7 +77,7 @@ def test_memory_format_is_kept(impl: str, channels_last: bool) -> None:
 
 
 # The native impls are aten's own autograd (checked against float64 above); gradcheck the hand-written backwards.
-@pytest.mark.parametrize("impl", ["fft", "hybrid"])
+@pytest.mark.parametrize("impl", ["fft", "hybrid", "toeplitz"])
 @pytest.mark.parametrize("shape,kernel_size", [((1, 2, 4, 3), 5), ((2, 1, 3, 3), 7)])
 def test_gradcheck(impl: str, shape: tuple[int, int, int, int], kernel_size: int) -> None:
     generator = torch.Generator().manual_seed(7)
@@ -94,7 +94,7 @@ def test_gradcheck(impl: str, shape: tuple[int, int, int, int], kernel_size: int
 LOW_PRECISION_TOLERANCE = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
 
 
-@pytest.mark.parametrize("impl", ["fft", "hybrid", "native_cl", "native_nchw", "auto"])
+@pytest.mark.parametrize("impl", ["fft", "hybrid", "toeplitz", "native_cl", "native_nchw", "auto"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kernel_size", [5, 13, 31])
 def test_low_precision(impl: str, dtype: torch.dtype, kernel_size: int) -> None:
@@ -111,7 +111,7 @@ def test_low_precision(impl: str, dtype: torch.dtype, kernel_size: int) -> None:
         assert err < LOW_PRECISION_TOLERANCE[dtype], f"{impl} {dtype} {name}: relative error {err:.2e}"
 
 
-@pytest.mark.parametrize("impl", ["fft", "hybrid", "native_cl", "auto"])
+@pytest.mark.parametrize("impl", ["fft", "hybrid", "toeplitz", "native_cl", "auto"])
 def test_autocast_bfloat16_follows_conv2d(impl: str) -> None:
     x = torch.randn(2, 4, 16, 16)
     weight = (torch.randn(4, 1, 13, 13) / 13).requires_grad_()
@@ -167,6 +167,34 @@ def test_auto_rule_picks_registered_cpu_impls() -> None:
                 weight = torch.empty(64, 1, kernel_size, kernel_size)
                 choice = ops_cpu.cpu_auto_rule(x, weight)
                 assert choice in ops.available_impls()
+
+
+@pytest.mark.parametrize(
+    "batch,channels,size,kernel_size,expected",
+    [
+        (16, 512, 14, 27, "toeplitz"),  # RepLKNet-31B stage 3 at B=16: the matrices pay
+        (16, 1024, 7, 13, "toeplitz"),  # stage 4
+        (1, 512, 14, 27, "native_cl"),  # B=1 inference: building the matrices would dominate
+        (16, 128, 56, 31, "fft"),  # stage 1
+        (16, 64, 14, 13, "native_cl"),  # kernel smaller than twice the plane: no Toeplitz
+    ],
+)
+def test_auto_rule_on_replknet_stage_shapes(batch, channels, size, kernel_size, expected) -> None:
+    x = torch.empty(batch, channels, size, size)
+    assert ops_cpu.cpu_auto_rule(x, torch.empty(channels, 1, kernel_size, kernel_size)) == expected
+
+
+def test_toeplitz_batch_larger_than_a_chunk_of_channels() -> None:
+    # more channels than one cache-sized chunk of matrices holds: every chunk must land on its own channels
+    x = torch.randn(9, 40, 14, 14, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(40, 1, 27, 27, dtype=torch.float64, requires_grad=True)
+    grad_output = torch.randn(9, 40, 14, 14, dtype=torch.float64)
+    y = ops.dwconv2d(x, weight, impl="toeplitz")
+    y.backward(grad_output)
+    expected = F.conv2d(x, weight, padding=13, groups=40)
+    gx, gw = torch.autograd.grad(expected, (x, weight), grad_output)
+    assert relative_error(y, expected) < 1e-12
+    assert relative_error(x.grad, gx) < 1e-12 and relative_error(weight.grad, gw) < 1e-12
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")

@@ -7,6 +7,8 @@ Implementations (all stride 1, same padding, odd ``K``; output in the input's me
 - ``native_cl``: ``F.conv2d`` on a channels_last tensor (oneDNN's ``brdgmm_dw`` forward at every ``K``),
   backward by aten.
 - ``fft``: chunked real FFTs for the forward and both gradients (``replknet.ops.fft``).
+- ``toeplitz``: on small planes, each channel's convolution as an ``(H W) x (H W)`` matrix: forward, grad_input
+  and grad_weight are batched GEMMs (``replknet.ops.toeplitz``); pays once the batch amortises the matrices.
 - ``hybrid``: channels_last oneDNN forward; grad_input as a channels_last forward convolution with the
   180-degree-rotated kernel; grad_weight by chunked FFT, or on planes of at most 64 pixels by the Toeplitz
   GEMM of ``replknet.ops.toeplitz`` (aten's grad_weight for large ``K`` is the slow part).
@@ -23,7 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from replknet.ops import fft
 from replknet.ops.dispatch import register_auto_rule, register_impl
-from replknet.ops.toeplitz import toeplitz_grad_weight
+from replknet.ops.toeplitz import toeplitz_forward, toeplitz_grad_input, toeplitz_grad_weight
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 # NOTE: up to this many pixels per plane the hybrid's grad_weight is a batched GEMM plus scatter-add
@@ -135,6 +137,27 @@ class _HybridDepthwiseConv(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias
 
 
+class _ToeplitzDepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return toeplitz_forward(x, weight, bias).contiguous(memory_format=_memory_format(x))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad
+        grad_input = grad_weight = None
+        if need_input:
+            grad_input = toeplitz_grad_input(grad_output, weight).contiguous(memory_format=_memory_format(x))
+        if need_weight:
+            grad_weight = toeplitz_grad_weight(x, grad_output, weight.shape[-1]).to(weight.dtype)
+        grad_bias = _bias_grad(grad_output, ctx.bias_dtype) if need_bias else None
+        return grad_input, grad_weight, grad_bias
+
+
 def fft_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Chunked-FFT forward and backward."""
     x, weight, bias = _autocast_inputs(x, weight, bias)
@@ -149,10 +172,18 @@ def hybrid_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         return _HybridDepthwiseConv.apply(x, weight, bias)
 
 
+def toeplitz_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-channel ``(H W) x (H W)`` matrices: forward, grad_input and grad_weight as batched GEMMs (small planes)."""
+    x, weight, bias = _autocast_inputs(x, weight, bias)
+    with torch.autocast(x.device.type, enabled=False):
+        return _ToeplitzDepthwiseConv.apply(x, weight, bias)
+
+
 register_impl("native_nchw", native_nchw_dwconv2d)
 register_impl("native_cl", native_cl_dwconv2d)
 register_impl("fft", fft_dwconv2d)
 register_impl("hybrid", hybrid_dwconv2d)
+register_impl("toeplitz", toeplitz_dwconv2d)
 
 
 # NOTE: on this AVX2 machine oneDNN's dedicated NCHW depthwise forward kernel (jit_dw) covers K <= 9 and its
@@ -169,10 +200,23 @@ def _fft_forward_wins(kernel_size: int, pixels: int) -> bool:
     return (kernel_size >= 17 and pixels >= 28 * 28) or (kernel_size >= 13 and pixels >= 56 * 56)
 
 
+# NOTE: the Toeplitz matrices cost C (H W)^2 floats per call whatever the batch; at RepLKNet-31B's stages 3-4
+# (14x14 under 27x27, 7x7 under 13x13) they beat oneDNN from a batch of about 8 (forward 1.3-1.8x, forward +
+# backward 1.4-1.9x at B = 16) and lose below it (3-7x slower at B = 1). Only where the kernel covers the plane
+# (H W <= K^2 / 2), so the matrices are smaller than the direct method's work.
+_TOEPLITZ_MIN_BATCH = 8
+_TOEPLITZ_MAX_PLANE = 196
+
+
+def _toeplitz_wins(kernel_size: int, pixels: int, batch: int) -> bool:
+    return batch >= _TOEPLITZ_MIN_BATCH and pixels <= min(_TOEPLITZ_MAX_PLANE, kernel_size * kernel_size // 2)
+
+
 def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
     """The implementation ``impl="auto"`` uses on CPU (measured crossovers, docs/ops.md).
 
-    Keys: kernel size, pixels per plane, the input's memory format and whether a gradient will be needed.
+    Keys: kernel size, pixels per plane, batch size, the input's memory format and whether a gradient will be
+    needed.
     """
     kernel_size = weight.shape[-1]
     pixels = x.shape[-2] * x.shape[-1]
@@ -180,6 +224,8 @@ def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
     nchw_input = _memory_format(x) == torch.contiguous_format
     if _fft_forward_wins(kernel_size, pixels):
         return "fft"
+    if _toeplitz_wins(kernel_size, pixels, x.shape[0]):
+        return "toeplitz"
     if needs_grad:
         if kernel_size <= 3:
             return "native_nchw" if nchw_input else "native_cl"
