@@ -125,7 +125,7 @@ def run_table(batch_sizes: list[int], repeats: int, stages: list[int]) -> None:
 
 def run_calibration(batch_sizes: list[int], repeats: int) -> None:
     """Every impl on a grid of (K, plane size) at the RepLKNet channel widths: the table behind the auto rule."""
-    impls = ("native_nchw", "native_cl", "fft", "hybrid")
+    impls = ("native_nchw", "native_cl", "fft", "hybrid", "toeplitz")
     print(f"{'B':>3} {'C':>5} {'H':>3} {'K':>3} {'pass':>8} | " + " ".join(f"{i:>11}" for i in impls) + " | best")
     for batch in batch_sizes:
         for channels, size, _ in STAGES:
@@ -142,6 +142,8 @@ def run_calibration(batch_sizes: list[int], repeats: int) -> None:
                             continue
                         if impl == "native_cl" and backward and kernel_size > 13:
                             continue
+                        if impl == "toeplitz" and size * size > 196:
+                            continue  # (H W)^2 matrices per channel: only small planes
                         row[impl] = timeit(make_step(impl, x, weight, backward), repeats)
                     best = min(row, key=row.get)
                     cells = " ".join(f"{row[i]:>11.2f}" if i in row else f"{'-':>11}" for i in impls)

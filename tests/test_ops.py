@@ -174,6 +174,8 @@ def test_auto_rule_picks_registered_cpu_impls() -> None:
     [
         (16, 512, 14, 27, "toeplitz"),  # RepLKNet-31B stage 3 at B=16: the matrices pay
         (16, 1024, 7, 13, "toeplitz"),  # stage 4
+        (8, 1024, 7, 13, "native_cl"),  # stage 4 at B=8: per-call overhead, oneDNN still ahead
+        (8, 512, 14, 27, "toeplitz"),  # stage 3 at B=8
         (1, 512, 14, 27, "native_cl"),  # B=1 inference: building the matrices would dominate
         (16, 128, 56, 31, "fft"),  # stage 1
         (16, 64, 14, 13, "native_cl"),  # kernel smaller than twice the plane: no Toeplitz
@@ -182,6 +184,9 @@ def test_auto_rule_picks_registered_cpu_impls() -> None:
 def test_auto_rule_on_replknet_stage_shapes(batch, channels, size, kernel_size, expected) -> None:
     x = torch.empty(batch, channels, size, size)
     assert ops_cpu.cpu_auto_rule(x, torch.empty(channels, 1, kernel_size, kernel_size)) == expected
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    if expected == "toeplitz":  # channels_last input keeps oneDNN's kernel
+        assert ops_cpu.cpu_auto_rule(channels_last, torch.empty(channels, 1, kernel_size, kernel_size)) == "native_cl"
 
 
 def test_toeplitz_batch_larger_than_a_chunk_of_channels() -> None:

@@ -200,16 +200,20 @@ def _fft_forward_wins(kernel_size: int, pixels: int) -> bool:
     return (kernel_size >= 17 and pixels >= 28 * 28) or (kernel_size >= 13 and pixels >= 56 * 56)
 
 
-# NOTE: the Toeplitz matrices cost C (H W)^2 floats per call whatever the batch; at RepLKNet-31B's stages 3-4
-# (14x14 under 27x27, 7x7 under 13x13) they beat oneDNN from a batch of about 8 (forward 1.3-1.8x, forward +
-# backward 1.4-1.9x at B = 16) and lose below it (3-7x slower at B = 1). Only where the kernel covers the plane
-# (H W <= K^2 / 2), so the matrices are smaller than the direct method's work.
-_TOEPLITZ_MIN_BATCH = 8
+# NOTE: the Toeplitz matrices cost C (H W)^2 floats per call whatever the batch. Measured against oneDNN on
+# RepLKNet-31B's stages 3-4 (one thread, NCHW input): 14x14 under 27x27 breaks even at a batch of about 6 and is
+# 1.9x faster at B = 16 (forward and forward + backward); 7x7 under 13x13, with more per-call overhead for less
+# work per sample, breaks even at about 10 and is 1.3-1.5x faster at B = 16; both are 3-4x slower at B = 1.
+# Only where the kernel covers the plane (H W <= K^2 / 2, so the matrices are smaller than the direct method's
+# work) and only for NCHW input (on channels_last input its layout copies cost more than oneDNN's channels_last
+# kernel, which needs none).
 _TOEPLITZ_MAX_PLANE = 196
+_TOEPLITZ_TINY_PLANE = 64
 
 
 def _toeplitz_wins(kernel_size: int, pixels: int, batch: int) -> bool:
-    return batch >= _TOEPLITZ_MIN_BATCH and pixels <= min(_TOEPLITZ_MAX_PLANE, kernel_size * kernel_size // 2)
+    min_batch = 12 if pixels <= _TOEPLITZ_TINY_PLANE else 8
+    return batch >= min_batch and pixels <= min(_TOEPLITZ_MAX_PLANE, kernel_size * kernel_size // 2)
 
 
 def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
@@ -224,7 +228,7 @@ def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
     nchw_input = _memory_format(x) == torch.contiguous_format
     if _fft_forward_wins(kernel_size, pixels):
         return "fft"
-    if _toeplitz_wins(kernel_size, pixels, x.shape[0]):
+    if nchw_input and _toeplitz_wins(kernel_size, pixels, x.shape[0]):
         return "toeplitz"
     if needs_grad:
         if kernel_size <= 3:
