@@ -181,12 +181,22 @@ def test_auto_rule_picks_registered_cpu_impls() -> None:
         (16, 64, 14, 13, "native_cl"),  # kernel smaller than twice the plane: no Toeplitz
     ],
 )
-def test_auto_rule_on_replknet_stage_shapes(batch, channels, size, kernel_size, expected) -> None:
+def test_auto_rule_on_replknet_stage_shapes(batch, channels, size, kernel_size, expected, monkeypatch) -> None:
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the thresholds measured with one thread
     x = torch.empty(batch, channels, size, size)
     assert ops_cpu.cpu_auto_rule(x, torch.empty(channels, 1, kernel_size, kernel_size)) == expected
     channels_last = x.contiguous(memory_format=torch.channels_last)
     if expected == "toeplitz":  # channels_last input keeps oneDNN's kernel
         assert ops_cpu.cpu_auto_rule(channels_last, torch.empty(channels, 1, kernel_size, kernel_size)) == "native_cl"
+
+
+def test_toeplitz_needs_a_larger_batch_with_more_threads(monkeypatch) -> None:
+    x, weight = torch.empty(8, 512, 14, 14), torch.empty(512, 1, 27, 27)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert ops_cpu.cpu_auto_rule(x, weight) == "toeplitz"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert ops_cpu.cpu_auto_rule(x, weight) == "native_cl"
+    assert ops_cpu.cpu_auto_rule(torch.empty(64, 512, 14, 14), weight) == "toeplitz"
 
 
 def test_toeplitz_batch_larger_than_a_chunk_of_channels() -> None:

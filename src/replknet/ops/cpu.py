@@ -201,26 +201,31 @@ def _fft_forward_wins(kernel_size: int, pixels: int) -> bool:
 
 
 # NOTE: the Toeplitz matrices cost C (H W)^2 floats per call whatever the batch. Measured against oneDNN on
-# RepLKNet-31B's stages 3-4 (one thread, NCHW input): 14x14 under 27x27 breaks even at a batch of about 6 and is
+# RepLKNet-31B's stages 3-4 (NCHW input), one thread: 14x14 under 27x27 breaks even at a batch of about 6 and is
 # 1.9x faster at B = 16 (forward and forward + backward); 7x7 under 13x13, with more per-call overhead for less
-# work per sample, breaks even at about 10 and is 1.3-1.5x faster at B = 16; both are 3-4x slower at B = 1.
-# Only where the kernel covers the plane (H W <= K^2 / 2, so the matrices are smaller than the direct method's
-# work) and only for NCHW input (on channels_last input its layout copies cost more than oneDNN's channels_last
-# kernel, which needs none).
+# work per sample, breaks even at about 10; both are 3-4x slower at B = 1. Two threads: oneDNN scales better
+# than the memory-bound matrix build, and the break-even batches move to about 10 and 18 (at B = 64: 2.6x and
+# 1.9x faster). Only where the kernel covers the plane (H W <= K^2 / 2, so the matrices are smaller than the
+# direct method's work) and only for NCHW input (on channels_last input its layout copies cost more than
+# oneDNN's channels_last kernel, which needs none). More threads than two were not measured; they keep the
+# two-thread thresholds.
 _TOEPLITZ_MAX_PLANE = 196
 _TOEPLITZ_TINY_PLANE = 64
+# (min batch for planes above 64 pixels, min batch for planes of at most 64 pixels), by thread count
+_TOEPLITZ_MIN_BATCH = {1: (8, 12), 2: (12, 20)}
 
 
 def _toeplitz_wins(kernel_size: int, pixels: int, batch: int) -> bool:
-    min_batch = 12 if pixels <= _TOEPLITZ_TINY_PLANE else 8
+    small_plane, tiny_plane = _TOEPLITZ_MIN_BATCH[min(torch.get_num_threads(), 2)]
+    min_batch = tiny_plane if pixels <= _TOEPLITZ_TINY_PLANE else small_plane
     return batch >= min_batch and pixels <= min(_TOEPLITZ_MAX_PLANE, kernel_size * kernel_size // 2)
 
 
 def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
     """The implementation ``impl="auto"`` uses on CPU (measured crossovers, docs/ops.md).
 
-    Keys: kernel size, pixels per plane, batch size, the input's memory format and whether a gradient will be
-    needed.
+    Keys: kernel size, pixels per plane, batch size, intra-op threads, the input's memory format and whether a
+    gradient will be needed.
     """
     kernel_size = weight.shape[-1]
     pixels = x.shape[-2] * x.shape[-1]
