@@ -19,6 +19,9 @@ low-precision depthwise path that is both fast and accurate (docs/ops.md has the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -109,53 +112,57 @@ class _FFTDepthwiseConv(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias
 
 
-class _HybridDepthwiseConv(torch.autograd.Function):
+def _rotated_kernel_grad_input(grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    # grad_input(x) = forward(grad_output) with the kernel rotated by 180 degrees
+    return _cl_forward(grad_output, weight.flip(-2, -1), None)
+
+
+def _hybrid_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if x.shape[-2] * x.shape[-1] <= _TOEPLITZ_MAX_PIXELS:
+        return toeplitz_grad_weight(x, grad_output, weight.shape[-1])
+    return fft.fft_backward(x, weight, grad_output, need_input=False, need_weight=True)[1]
+
+
+def _toeplitz_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return toeplitz_grad_weight(x, grad_output, weight.shape[-1])
+
+
+@dataclass(frozen=True)
+class _Passes:
+    """The three products of an implementation whose gradients are computed separately."""
+
+    forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]  # (x, w, b) -> y
+    grad_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (grad_output, w) -> grad_input
+    grad_weight: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, grad_output, w) -> grad_w
+
+
+_HYBRID = _Passes(_cl_forward, _rotated_kernel_grad_input, _hybrid_grad_weight)
+_TOEPLITZ = _Passes(toeplitz_forward, toeplitz_grad_input, _toeplitz_grad_weight)
+
+
+class _SeparatePassesConv(torch.autograd.Function):
+    """Forward, grad_input and grad_weight from a ``_Passes``; results in the input's dtype and memory format."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, passes: _Passes):
         ctx.save_for_backward(x, weight)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        y = _cl_forward(x, weight, bias)
-        return y.to(dtype=x.dtype, memory_format=_memory_format(x))
+        ctx.passes = passes
+        return passes.forward(x, weight, bias).to(dtype=x.dtype, memory_format=_memory_format(x))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
         x, weight = ctx.saved_tensors
-        need_input, need_weight, need_bias = ctx.needs_input_grad
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_input = grad_weight = None
         if need_input:
-            # grad_input(x) = forward(grad_output) with the kernel rotated by 180 degrees
-            grad_input = _cl_forward(grad_output, weight.flip(-2, -1), None)
+            grad_input = ctx.passes.grad_input(grad_output, weight)
             grad_input = grad_input.to(dtype=x.dtype, memory_format=_memory_format(x))
         if need_weight:
-            if x.shape[-2] * x.shape[-1] <= _TOEPLITZ_MAX_PIXELS:
-                grad_weight = toeplitz_grad_weight(x, grad_output, weight.shape[-1])
-            else:
-                _, grad_weight = fft.fft_backward(x, weight, grad_output, need_input=False, need_weight=True)
-            grad_weight = grad_weight.to(weight.dtype)
+            grad_weight = ctx.passes.grad_weight(x, grad_output, weight).to(weight.dtype)
         grad_bias = _bias_grad(grad_output, ctx.bias_dtype) if need_bias else None
-        return grad_input, grad_weight, grad_bias
-
-
-class _ToeplitzDepthwiseConv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        return toeplitz_forward(x, weight, bias).contiguous(memory_format=_memory_format(x))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        need_input, need_weight, need_bias = ctx.needs_input_grad
-        grad_input = grad_weight = None
-        if need_input:
-            grad_input = toeplitz_grad_input(grad_output, weight).contiguous(memory_format=_memory_format(x))
-        if need_weight:
-            grad_weight = toeplitz_grad_weight(x, grad_output, weight.shape[-1]).to(weight.dtype)
-        grad_bias = _bias_grad(grad_output, ctx.bias_dtype) if need_bias else None
-        return grad_input, grad_weight, grad_bias
+        return grad_input, grad_weight, grad_bias, None
 
 
 def fft_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -169,14 +176,14 @@ def hybrid_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     """channels_last oneDNN forward and grad_input, FFT grad_weight."""
     x, weight, bias = _autocast_inputs(x, weight, bias)
     with torch.autocast(x.device.type, enabled=False):
-        return _HybridDepthwiseConv.apply(x, weight, bias)
+        return _SeparatePassesConv.apply(x, weight, bias, _HYBRID)
 
 
 def toeplitz_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Per-channel ``(H W) x (H W)`` matrices: forward, grad_input and grad_weight as batched GEMMs (small planes)."""
     x, weight, bias = _autocast_inputs(x, weight, bias)
     with torch.autocast(x.device.type, enabled=False):
-        return _ToeplitzDepthwiseConv.apply(x, weight, bias)
+        return _SeparatePassesConv.apply(x, weight, bias, _TOEPLITZ)
 
 
 register_impl("native_nchw", native_nchw_dwconv2d)
