@@ -199,6 +199,12 @@ def test_toeplitz_needs_a_larger_batch_with_more_threads(monkeypatch) -> None:
     assert ops_cpu.cpu_auto_rule(torch.empty(64, 512, 14, 14), weight) == "toeplitz"
 
 
+def test_toeplitz_refuses_planes_whose_matrices_would_not_fit() -> None:
+    x, weight = torch.randn(1, 2, 65, 64), torch.randn(2, 1, 31, 31)
+    with pytest.raises(ValueError, match=r"65x64 plane needs 66 MiB per channel.*impl='auto'"):
+        ops.dwconv2d(x, weight, impl="toeplitz")
+
+
 def test_toeplitz_batch_larger_than_a_chunk_of_channels() -> None:
     # more channels than one cache-sized chunk of matrices holds: every chunk must land on its own channels
     x = torch.randn(9, 40, 14, 14, dtype=torch.float64, requires_grad=True)

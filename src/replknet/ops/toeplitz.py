@@ -70,6 +70,11 @@ def _hankel_matrices(kernel: torch.Tensor, height: int, width: int) -> torch.Ten
     return view.reshape(channels, height * width, height * width)
 
 
+# The (H W) x (H W) matrix of one channel grows with the fourth power of the plane side: 64 MiB in float32 at
+# 64x64, 10 GiB at 224x224. Larger planes are refused (the auto rule only uses this path up to 14x14).
+MAX_PIXELS = 64 * 64
+
+
 def _correlate(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Same-padded depthwise correlation ``F.conv2d(x, kernel, padding=K // 2, groups=C)`` as per-channel GEMMs.
 
@@ -80,6 +85,12 @@ def _correlate(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """
     batch, channels, height, width = x.shape
     pixels = height * width
+    if pixels > MAX_PIXELS:
+        mib = pixels * pixels * x.element_size() / 2**20
+        raise ValueError(
+            f"the toeplitz depthwise conv builds an (H*W)^2 matrix per channel: a {height}x{width} plane needs "
+            f"{mib:,.0f} MiB per channel (limit: planes of {MAX_PIXELS} pixels); use impl='auto' or 'fft'"
+        )
     rotated = x.contiguous().flip(-2, -1).reshape(batch, channels, pixels)
     rotated_kernel = kernel.flip(-2, -1)
     y = torch.empty(batch, channels, pixels, dtype=x.dtype, device=x.device)
