@@ -70,10 +70,12 @@ def keep_freed_memory(respect_env: bool = False) -> bool:
     if libc is None:
         _logger.debug("keep_freed_memory: not a glibc platform, allocator left as it is")
         return False
-    ok = all(
-        libc.mallopt(param, value) == 1
+    # every setting is tried (a list, not a short-circuiting generator), then checked
+    results = [
+        libc.mallopt(param, value)
         for param, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _INT_MAX), (_M_TOP_PAD, _TOP_PAD_BYTES))
-    )
+    ]
+    ok = all(result == 1 for result in results)
     if not ok:
         _logger.warning("keep_freed_memory: glibc refused a mallopt setting; allocator may be partly tuned")
     _applied = ok
