@@ -22,6 +22,13 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    # Again before every test: a command run in-process with --threads (bench, seg-train, seg-eval) must not
+    # leave the next test on more threads (slower here, and the CPU auto rule keys on the thread count).
+    torch.set_num_threads(1)
+
+
 def _shared_path(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

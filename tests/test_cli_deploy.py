@@ -14,15 +14,6 @@ from replknet.cli.main import main
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_tiny"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread (see test_deploy.py: 2 threads on a shared 2-core runner are several times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> dict:
     """The official tiny fixture, module.-prefixed inside {'model': ...}, converted by the CLI (training form)."""

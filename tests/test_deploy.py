@@ -35,16 +35,6 @@ from replknet.testing import randomize_bn_stats, relative_error
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official_tiny"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core runner (pytest -n 2) OpenMP spin-waiting makes 2 threads 5-10x
-    slower for these tiny models. No test here measures speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------- official fixture in every layout
 @pytest.fixture(scope="module")
 def official() -> dict:

@@ -11,14 +11,6 @@ import torch
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "detection_fpn.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _load_example():
     spec = importlib.util.spec_from_file_location("detection_fpn", EXAMPLE)
     module = importlib.util.module_from_spec(spec)

@@ -10,14 +10,6 @@ from replknet.seg.inference import _grid_starts, aug_inference, inference, slide
 from replknet.seg.model import build_segmentor
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _per_pixel_model(num_classes: int = 3) -> nn.Module:
     """A 1x1 conv: its output at a pixel depends on that pixel only, so any tiling gives the same answer."""
     model = nn.Conv2d(3, num_classes, 1)

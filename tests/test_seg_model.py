@@ -11,14 +11,6 @@ from replknet.seg.model import FCNHead, RepLKNetUperNet, SegmentorConfig, UperNe
 from replknet.testing import randomize_bn_stats, relative_error
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny(**kwargs) -> RepLKNetUperNet:
     kwargs = {"channels": 32, "aux_channels": 16, "drop_path_rate": 0.0, **kwargs}
     return build_segmentor("replknet_tiny", num_classes=kwargs.pop("num_classes", 5), **kwargs)

@@ -13,14 +13,6 @@ from replknet.seg.engine import TrainConfig, build_optimizer, load_segmentor, po
 from replknet.seg.model import build_segmentor
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_poly_schedule_with_linear_warmup():
     base, total, warmup, ratio = 2e-4, 1000, 100, 1e-6
     # mmcv: poly value, scaled by 1 - (1 - it / warmup) * (1 - ratio) during warm-up.
