@@ -40,9 +40,9 @@ def main() -> None:
 
     import torch
 
-    from replknet.runtime import keep_freed_memory
+    from replknet.runtime import benchmark_allocator
 
-    allocator = "glibc default" if args.system_allocator or not keep_freed_memory() else "keep_freed_memory"
+    allocator = benchmark_allocator(args.system_allocator)
 
     from replknet.deploy.bench import build_bench_model, device_description, measure_throughput
 

@@ -166,9 +166,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from replknet.runtime import keep_freed_memory
+    from replknet.runtime import benchmark_allocator
 
-    allocator = "glibc default" if args.system_allocator or not keep_freed_memory() else "keep_freed_memory"
+    allocator = benchmark_allocator(args.system_allocator)
     torch.manual_seed(0)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}, "

@@ -179,15 +179,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.system_allocator:
-        from replknet.runtime import keep_freed_memory
+    from replknet.runtime import benchmark_allocator
 
-        keep_freed_memory()
+    allocator = benchmark_allocator(args.system_allocator)
     if args.worker:
         print(json.dumps(worker(*args.worker, args.repeats)))
         return
 
-    allocator = "glibc default" if args.system_allocator else "keep_freed_memory"
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}, "
         f"allocator: {allocator}"

@@ -69,3 +69,13 @@ def test_cli_applies_it(monkeypatch):
 
     assert main(["check", "--model", "replknet_tiny", "--size", "64"]) == 0
     assert calls == [True]
+
+
+def test_benchmark_allocator_label():
+    from replknet.runtime import benchmark_allocator
+
+    assert benchmark_allocator(system_allocator=True) == "system default"  # nothing changed in this process
+    code = "from replknet.runtime import benchmark_allocator; print(benchmark_allocator(False))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    expected = "keep_freed_memory" if platform.libc_ver()[0] == "glibc" else "system default"
+    assert done.stdout.strip().splitlines()[-1] == expected

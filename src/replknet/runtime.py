@@ -80,3 +80,13 @@ def keep_freed_memory(respect_env: bool = False) -> bool:
         _logger.warning("keep_freed_memory: glibc refused a mallopt setting; allocator may be partly tuned")
     _applied = ok
     return ok
+
+
+def benchmark_allocator(system_allocator: bool) -> str:
+    """For scripts with a ``--system-allocator`` flag: keep freed memory unless it is set; the allocator in effect.
+
+    Returns ``"keep_freed_memory"`` or ``"system default"``, for the header of a benchmark's table.
+    """
+    if not system_allocator and keep_freed_memory():
+        return "keep_freed_memory"
+    return "system default"
