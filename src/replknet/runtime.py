@@ -4,7 +4,7 @@ PyTorch's CPU tensors come from ``malloc``. glibc serves blocks above its mmap t
 at most 32 MiB) with a fresh ``mmap`` and returns them to the system on ``free``, so every large activation
 of a CNN costs one page fault per 4 KiB page, every time it is allocated. On a VM those faults are dear: on
 the project's 2-core machine ``torch.relu`` on a 51 MB tensor took 92 ms allocating its output against 25 ms
-writing into an existing one, and at batch 8 deep-fused RepLKNet-31B inference ran 1.14x (Swin-B 1.24x) faster
+writing into an existing one (measured ad hoc; tests/test_runtime.py counts the faults: ~16k per 64 MiB), and at batch 8 deep-fused RepLKNet-31B inference ran 1.14x (Swin-B 1.24x) faster
 once the memory was kept (docs/benchmarks.md). This is the problem jemalloc/tcmalloc solve when preloaded
 (``python -m torch.backends.xeon.run_cpu`` does that); ``keep_freed_memory`` gets the same effect from glibc
 itself, at run time, without a preload.
