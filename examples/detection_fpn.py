@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from replknet.models import REPLKNET_CONFIGS, RepLKNet
+from replknet.models import get_model_info
 
 
 class RepLKNetFPN(nn.Module):
@@ -27,14 +27,11 @@ class RepLKNetFPN(nn.Module):
 
     def __init__(self, model: str = "replknet_31b", out_channels: int = 256, norm_intermediate_features: bool = False):
         super().__init__()
-        if model not in REPLKNET_CONFIGS:
-            raise ValueError(f"unknown RepLKNet config {model!r}; configs: {sorted(REPLKNET_CONFIGS)}")
-        self.body = RepLKNet(
-            **REPLKNET_CONFIGS[model].kwargs(),
-            num_classes=None,
-            out_indices=(0, 1, 2, 3),
-            norm_intermediate_features=norm_intermediate_features,
-        )
+        info = get_model_info(model)  # raises for an unknown name, suggesting close ones
+        if info.family.backbone is None:
+            raise ValueError(f"{model} ({info.family.name}) has no backbone form")
+        options = {"norm_intermediate_features": True} if norm_intermediate_features else {}
+        self.body = info.family.backbone(info, **options)
         in_channels = [info["num_chs"] for info in self.body.feature_info]
         self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels  # what torchvision's detectors read from a backbone

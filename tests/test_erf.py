@@ -202,7 +202,7 @@ def test_default_feature_is_the_last_stage_before_the_final_norm():
     torch.testing.assert_close(contribution_map(feature_extractor(model), x), by_default, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", sorted(replknet.models.REPLKNET_CONFIGS))
+@pytest.mark.parametrize("name", replknet.list_models(family="replknet"))
 def test_every_registered_replknet_has_a_default_erf_feature(name):
     # The default feature of every registered model: on the meta device (shapes only; 31L/XL would be slow and
     # large). The gradient path is the same code as for the tiny models tested with real numbers.

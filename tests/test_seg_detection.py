@@ -40,5 +40,5 @@ def test_fpn_backbone_channels_and_strides():
         (128, 4), (256, 8), (512, 16), (1024, 32),
     ]  # fmt: skip
     assert model.out_channels == 256
-    with pytest.raises(ValueError, match="unknown RepLKNet config"):
+    with pytest.raises(ValueError, match="is a timm model, not one of replknet's"):
         example.RepLKNetFPN("resnet50")

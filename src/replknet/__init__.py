@@ -9,17 +9,30 @@ from torch import nn
 
 import replknet.models  # noqa: F401  (registers the models with timm)
 from replknet.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_state_dict
-from replknet.models import REPLKNET_CONFIGS, RepLKNet
-from replknet.models._registry import our_models
+from replknet.models import (
+    ModelInfo,
+    RepLKNet,
+    UnknownModelError,
+    find_model_info,
+    get_model_info,
+    list_families,
+)
+from replknet.models import list_models as _list_models
+from replknet.models._registry import unknown_model_message
 from replknet.profile import count_macs, count_params
 from replknet.reparam import reparameterize
 
 __version__ = "0.1.0"
 
 
-def list_models() -> list[str]:
-    """Names of the models this library registers (all creatable with ``timm.create_model`` too)."""
-    return our_models()
+def list_models(family: str | None = None, fusible: bool | None = None) -> list[str]:
+    """Names of the models this library registers (all creatable with ``timm.create_model`` too).
+
+    Args:
+        family: only this family's models (``list_families()``).
+        fusible: only models that ``reparameterize`` turns into a different deploy form (or only those that not).
+    """
+    return _list_models(family, fusible)
 
 
 def create_model(
@@ -36,20 +49,26 @@ def create_model(
         checkpoint_path: a local checkpoint (official, mmpretrain or this library's); a fused checkpoint builds
             the fused model.
         **kwargs: constructor options (``num_classes``, ``drop_path_rate``, ``small_kernel_merged``, ...).
+
+    Raises:
+        UnknownModelError: (a ``ValueError``) for a name neither replknet nor timm registers, naming close ones.
     """
     base = name.split(".")[0]
     if base not in timm.list_models():
-        ours = ", ".join(list_models())
-        raise ValueError(f"unknown model {name!r}; replknet models: {ours} (or any timm model name)")
+        raise UnknownModelError(unknown_model_message(name))
+    info = find_model_info(base)
     state_dict = None
     if checkpoint_path is not None:
-        from replknet.checkpoint import convert_state_dict, is_deploy_state_dict
+        from replknet.checkpoint import convert_state_dict
 
         state_dict = convert_state_dict(read_checkpoint(checkpoint_path))
-        if base in REPLKNET_CONFIGS and is_deploy_state_dict(state_dict):
-            kwargs.setdefault("small_kernel_merged", True)
-        if "head.weight" in state_dict and "num_classes" not in kwargs:
-            kwargs["num_classes"] = state_dict["head.weight"].shape[0]
+        family = info.family if info is not None else None
+        if family is not None and family.deploy_arg is not None and family.is_deploy_state_dict(state_dict):
+            kwargs.setdefault(family.deploy_arg, True)
+        # The classifier width follows the checkpoint's head (timm's pretrained config names the head module).
+        head = f"{info.classifier}.weight" if info is not None else "head.weight"
+        if head in state_dict and "num_classes" not in kwargs:
+            kwargs["num_classes"] = state_dict[head].shape[0]
     model = timm.create_model(name, pretrained=pretrained, **kwargs)
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path)
@@ -58,10 +77,15 @@ def create_model(
 
 __all__ = [
     "CheckpointError",
+    "ModelInfo",
     "RepLKNet",
+    "UnknownModelError",
     "count_macs",
     "count_params",
     "create_model",
+    "find_model_info",
+    "get_model_info",
+    "list_families",
     "list_models",
     "load_checkpoint",
     "read_checkpoint",

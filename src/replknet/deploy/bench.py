@@ -118,12 +118,11 @@ def device_description(device: str | torch.device) -> str:
 def build_bench_model(name: str, form: str = "train", image_size: int = 224) -> nn.Module | None:
     """The model ``name`` in ``form`` (random weights, eval), or None when the model has no such form."""
     import replknet
-    from replknet.models import REPLKNET_CONFIGS
 
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
-    ours = name in REPLKNET_CONFIGS
-    if not ours and form != "train":
+    info = replknet.find_model_info(name)
+    if (info is None or not info.fusible) and form != "train":
         return None
     model = replknet.create_model(name).eval()
     fixed = model.pretrained_cfg.get("fixed_input_size", False)
@@ -157,12 +156,13 @@ def benchmark(
             raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device cuda requested but CUDA is not available")
-    from replknet.models import REPLKNET_CONFIGS
+    from replknet.models import find_model_info
 
     results: list[BenchResult] = []
     for name in models:
         # Models without a fused form (the timm peers) are measured once, as built, whatever ``forms`` says.
-        model_forms = forms if name in REPLKNET_CONFIGS else ("-",)
+        info = find_model_info(name)
+        model_forms = forms if info is not None and info.fusible else ("-",)
         for form in model_forms:
             model = build_bench_model(name, "train" if form == "-" else form, image_size)
             params = count_params(model)

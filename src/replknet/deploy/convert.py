@@ -47,7 +47,7 @@ def load_source_model(
     fused model; the classifier width follows the checkpoint's head.
     """
     import replknet
-    from replknet.checkpoint import CheckpointError, check_state_dict, convert_state_dict, is_deploy_state_dict
+    from replknet.checkpoint import CheckpointError, check_state_dict, convert_state_dict
     from replknet.deploy.loading import load_model
 
     if not use_ema or Path(source).is_dir():
@@ -60,10 +60,12 @@ def load_source_model(
         raise CheckpointError(f"{source}: no 'model_ema' entry (top-level keys: {sorted(checkpoint)[:10]})")
     # NOTE: the EMA entry is unwrapped here; convert_state_dict(use_ema=True) would demand a nested model_ema.
     state_dict = convert_state_dict(ema)
-    if is_deploy_state_dict(state_dict):
-        kwargs.setdefault("small_kernel_merged", True)
-    if "head.weight" in state_dict:
-        kwargs.setdefault("num_classes", state_dict["head.weight"].shape[0])
+    info = replknet.find_model_info(model_name)
+    if info is not None and info.family.deploy_arg is not None and info.family.is_deploy_state_dict(state_dict):
+        kwargs.setdefault(info.family.deploy_arg, True)
+    head = f"{info.classifier}.weight" if info is not None else "head.weight"
+    if head in state_dict:
+        kwargs.setdefault("num_classes", state_dict[head].shape[0])
     model = replknet.create_model(model_name, **kwargs)
     try:
         check_state_dict(model, state_dict)

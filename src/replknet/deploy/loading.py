@@ -96,10 +96,11 @@ def load_model(
 
 
 def is_fused(model: nn.Module) -> bool:
-    """True when no RepLKNet large-kernel module of ``model`` keeps its training-form branches."""
-    from replknet.models.layers import ReparamLargeKernelConv
+    """True when ``model`` is one of this library's fusible models in its deploy (re-parameterised) form."""
+    from replknet.models._registry import family_of
 
-    return all(m.lkb_reparam is not None for m in model.modules() if isinstance(m, ReparamLargeKernelConv))
+    family = family_of(model)
+    return family is not None and family.fusible and family.is_deploy_state_dict(model.state_dict())
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -122,16 +123,18 @@ def save_model_folder(model: nn.Module, folder: str | os.PathLike, metadata: dic
     from timm.models._hub import save_config_for_hf
 
     import replknet
-    from replknet.models import RepLKNet
+    from replknet.models._registry import family_of
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output {folder} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     model_args: dict[str, Any] = {}
-    if isinstance(model, RepLKNet):
-        model_args["small_kernel_merged"] = is_fused(model)
-    info = {"format": "replknet", "architecture": model.pretrained_cfg.get("architecture", ""), **(metadata or {})}
+    architecture = model.pretrained_cfg.get("architecture", "")
+    family = family_of(model)
+    if family is not None and family.deploy_arg is not None:
+        model_args[family.deploy_arg] = is_fused(model)
+    info = {"format": "replknet", "architecture": architecture, **(metadata or {})}
     replknet.save_state_dict(model.state_dict(), folder / WEIGHTS_NAME, metadata=info)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config.", suffix=".json")
     os.close(fd)

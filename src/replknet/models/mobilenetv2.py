@@ -8,16 +8,18 @@ The body is the standard MobileNetV2 (width 1.0; torchvision's layer sequence).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass
 
 import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import nn
 
-from replknet.models._registry import register
+from replknet.models._registry import ModelFamily, register_model
 from replknet.models.layers import ConvBN, ReparamLargeKernelConv
 from replknet.reparam import Reparameterizable
 
-__all__ = ["LargeKernelMobileNetV2", "MobileNetV2Config", "MOBILENETV2_CONFIGS"]
+__all__ = ["MOBILENETV2", "MOBILENETV2_CONFIGS", "LargeKernelMobileNetV2", "MobileNetV2Config"]
 
 # (expansion t, output channels c, repeats n, first stride s) per group, as in the MobileNetV2 paper.
 _INVERTED_RESIDUAL_SETTING = (
@@ -60,39 +62,6 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.act(self.depthwise(self.expand(x))))
         return x + out if self.use_shortcut else out
-
-
-@dataclass(frozen=True)
-class MobileNetV2Config:
-    """A registered large-kernel MobileNetV2 variant."""
-
-    # depthwise kernel size of every block, except those in the last stage when last_stage_kernel_size is set
-    kernel_size: int = 3
-    # kernel of the stride-32 stage (the 160- and 320-channel groups, 7x7 maps at 224); None: same as kernel_size
-    last_stage_kernel_size: int | None = None
-    # the inverted-residual identity shortcuts (Guideline 2 removes them)
-    shortcut: bool = True
-    # parallel small depthwise kernel merged by re-parameterisation (Guideline 3 uses 3x3); None for none
-    small_kernel: int | None = None
-
-    def kwargs(self) -> dict:
-        return asdict(self)
-
-
-def _variants() -> dict[str, MobileNetV2Config]:
-    configs: dict[str, MobileNetV2Config] = {}
-    for k in (3, 7, 9, 13):
-        configs[f"mbv2_lk_k{k}"] = MobileNetV2Config(kernel_size=k)
-        configs[f"mbv2_lk_k{k}_noshortcut"] = MobileNetV2Config(kernel_size=k, shortcut=False)
-        if k > 3:
-            configs[f"mbv2_lk_k{k}_rep3"] = MobileNetV2Config(kernel_size=k, small_kernel=3)
-    for k in (7, 13):
-        configs[f"mbv2_lk_last{k}"] = MobileNetV2Config(last_stage_kernel_size=k)
-        configs[f"mbv2_lk_last{k}_rep3"] = MobileNetV2Config(last_stage_kernel_size=k, small_kernel=3)
-    return configs
-
-
-MOBILENETV2_CONFIGS: dict[str, MobileNetV2Config] = _variants()
 
 
 class LargeKernelMobileNetV2(nn.Module, Reparameterizable):
@@ -242,6 +211,42 @@ class LargeKernelMobileNetV2(nn.Module, Reparameterizable):
         """Nothing at model level: the depthwise branches and conv-BN pairs fuse in their own modules."""
 
 
+_DEFAULTS = {name: p.default for name, p in inspect.signature(LargeKernelMobileNetV2.__init__).parameters.items()}
+
+
+@dataclass(frozen=True)
+class MobileNetV2Config:
+    """A registered large-kernel MobileNetV2 variant (defaults: the constructor's, read from its signature)."""
+
+    # depthwise kernel size of every block, except those in the last stage when last_stage_kernel_size is set
+    kernel_size: int = _DEFAULTS["kernel_size"]
+    # kernel of the stride-32 stage (the 160- and 320-channel groups, 7x7 maps at 224); None: same as kernel_size
+    last_stage_kernel_size: int | None = _DEFAULTS["last_stage_kernel_size"]
+    # the inverted-residual identity shortcuts (Guideline 2 removes them)
+    shortcut: bool = _DEFAULTS["shortcut"]
+    # parallel small depthwise kernel merged by re-parameterisation (Guideline 3 uses 3x3); None for none
+    small_kernel: int | None = _DEFAULTS["small_kernel"]
+
+    def kwargs(self) -> dict:
+        return asdict(self)
+
+
+def _variants() -> dict[str, MobileNetV2Config]:
+    configs: dict[str, MobileNetV2Config] = {}
+    for k in (3, 7, 9, 13):
+        configs[f"mbv2_lk_k{k}"] = MobileNetV2Config(kernel_size=k)
+        configs[f"mbv2_lk_k{k}_noshortcut"] = MobileNetV2Config(kernel_size=k, shortcut=False)
+        if k > 3:
+            configs[f"mbv2_lk_k{k}_rep3"] = MobileNetV2Config(kernel_size=k, small_kernel=3)
+    for k in (7, 13):
+        configs[f"mbv2_lk_last{k}"] = MobileNetV2Config(last_stage_kernel_size=k)
+        configs[f"mbv2_lk_last{k}_rep3"] = MobileNetV2Config(last_stage_kernel_size=k, small_kernel=3)
+    return configs
+
+
+MOBILENETV2_CONFIGS: dict[str, MobileNetV2Config] = _variants()
+
+
 def _cfg(**kwargs) -> dict:
     return {
         "url": "",
@@ -259,26 +264,124 @@ def _cfg(**kwargs) -> dict:
     }
 
 
-def _register_factories() -> None:
-    from timm.models import build_model_with_cfg, generate_default_cfgs
-
-    global default_cfgs
-    default_cfgs = generate_default_cfgs({name: _cfg() for name in MOBILENETV2_CONFIGS})
-    for variant, config in MOBILENETV2_CONFIGS.items():
-
-        def factory(pretrained: bool = False, _variant: str = variant, **kwargs) -> LargeKernelMobileNetV2:
-            options = MOBILENETV2_CONFIGS[_variant].kwargs()
-            options.update(kwargs)
-            return build_model_with_cfg(
-                LargeKernelMobileNetV2,
-                _variant,
-                pretrained,
-                feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3, 4)),
-                **options,
-            )
-
-        globals()[variant] = register(variant, factory, __name__, f"{variant}: {config}")
+default_cfgs = generate_default_cfgs({name: _cfg() for name in MOBILENETV2_CONFIGS})
 
 
-default_cfgs: dict = {}
-_register_factories()
+def _create_mobilenetv2(variant: str, pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    options = MOBILENETV2_CONFIGS[variant].kwargs()
+    options.update(kwargs)
+    return build_model_with_cfg(
+        LargeKernelMobileNetV2,
+        variant,
+        pretrained,
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3, 4)),
+        **options,
+    )
+
+
+def _is_deploy_state_dict(state_dict) -> bool:
+    from replknet.checkpoint import is_deploy_state_dict
+
+    return is_deploy_state_dict(state_dict)
+
+
+MOBILENETV2 = ModelFamily(
+    name="mobilenetv2",
+    model_cls=LargeKernelMobileNetV2,
+    configs=MOBILENETV2_CONFIGS,
+    paper="the MobileNetV2 experiments of Scaling Up Your Kernels to 31x31 (Ding et al., CVPR 2022)",
+    fusible=True,
+    deploy_arg="small_kernel_merged",
+    is_deploy_state_dict=_is_deploy_state_dict,
+    feature_strides=(2, 4, 8, 16, 32),
+)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k3(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with every depthwise kernel 3x3."""
+    return _create_mobilenetv2("mbv2_lk_k3", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k3_noshortcut(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with 3x3 depthwise kernels and no identity shortcuts (Guideline 2)."""
+    return _create_mobilenetv2("mbv2_lk_k3_noshortcut", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k7(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with every depthwise kernel 7x7."""
+    return _create_mobilenetv2("mbv2_lk_k7", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k7_noshortcut(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with 7x7 depthwise kernels and no identity shortcuts (Guideline 2)."""
+    return _create_mobilenetv2("mbv2_lk_k7_noshortcut", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k7_rep3(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with 7x7 depthwise kernels and a parallel 3x3 re-param branch (Guideline 3)."""
+    return _create_mobilenetv2("mbv2_lk_k7_rep3", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k9(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with every depthwise kernel 9x9."""
+    return _create_mobilenetv2("mbv2_lk_k9", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k9_noshortcut(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with 9x9 depthwise kernels and no identity shortcuts (Guideline 2)."""
+    return _create_mobilenetv2("mbv2_lk_k9_noshortcut", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k9_rep3(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with 9x9 depthwise kernels and a parallel 3x3 re-param branch (Guideline 3)."""
+    return _create_mobilenetv2("mbv2_lk_k9_rep3", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k13(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with every depthwise kernel 13x13."""
+    return _create_mobilenetv2("mbv2_lk_k13", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k13_noshortcut(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with 13x13 depthwise kernels and no identity shortcuts (Guideline 2)."""
+    return _create_mobilenetv2("mbv2_lk_k13_noshortcut", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_k13_rep3(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with 13x13 depthwise kernels and a parallel 3x3 re-param branch (Guideline 3)."""
+    return _create_mobilenetv2("mbv2_lk_k13_rep3", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_last7(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with 7x7 kernels in the stride-32 stage only, 3x3 elsewhere (Guideline 5)."""
+    return _create_mobilenetv2("mbv2_lk_last7", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_last7_rep3(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """mbv2_lk_last7 with a parallel 3x3 re-param branch (Guideline 5)."""
+    return _create_mobilenetv2("mbv2_lk_last7_rep3", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_last13(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """MobileNetV2 with 13x13 kernels in the stride-32 stage only, 3x3 elsewhere (Guideline 5)."""
+    return _create_mobilenetv2("mbv2_lk_last13", pretrained, **kwargs)
+
+
+@register_model(MOBILENETV2)
+def mbv2_lk_last13_rep3(pretrained: bool = False, **kwargs) -> LargeKernelMobileNetV2:
+    """mbv2_lk_last13 with a parallel 3x3 re-param branch (Guideline 5)."""
+    return _create_mobilenetv2("mbv2_lk_last13_rep3", pretrained, **kwargs)

@@ -8,6 +8,7 @@ plain BatchNorm (convert to SyncBN in the trainer, not through a module-global f
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass
 
 import torch
@@ -15,11 +16,19 @@ import torch.utils.checkpoint
 from timm.layers import DropPath
 from torch import nn
 
-from replknet.models._registry import register
+from replknet.models._registry import ModelFamily, register_model
 from replknet.models.layers import ConvBN, ReparamLargeKernelConv
 from replknet.reparam import Reparameterizable, bn_affine, fold_bn_into_next_1x1
 
-__all__ = ["RepLKNet", "RepLKNetConfig", "RepLKBlock", "ConvFFN", "RepLKNetStage", "REPLKNET_CONFIGS"]
+__all__ = [
+    "REPLKNET",
+    "REPLKNET_CONFIGS",
+    "ConvFFN",
+    "RepLKBlock",
+    "RepLKNet",
+    "RepLKNetConfig",
+    "RepLKNetStage",
+]
 
 
 def _fold_pre_bn(pre_bn: nn.Module, conv_bn: ConvBN) -> nn.Module:
@@ -135,52 +144,6 @@ class RepLKNetStage(nn.Module):
         return x
 
 
-@dataclass(frozen=True)
-class RepLKNetConfig:
-    """One registered RepLKNet variant: the official constructor's architecture arguments."""
-
-    large_kernel_sizes: tuple[int, int, int, int]
-    layers: tuple[int, int, int, int] = (2, 2, 18, 2)
-    channels: tuple[int, int, int, int] = (128, 256, 512, 1024)
-    # 5x5 re-parameterisation branch beside each large kernel; None for none (XL, and 3x3 kernels).
-    small_kernel: int | None = 5
-    # depthwise width = dw_ratio * stage width (XL widens the large-kernel layers by 1.5).
-    dw_ratio: float = 1
-    ffn_ratio: float = 4
-    # the official factories' default; the paper trains 31B on ImageNet-1K with 0.5 (see train presets).
-    drop_path_rate: float = 0.3
-
-    def kwargs(self) -> dict:
-        return asdict(self)
-
-
-REPLKNET_CONFIGS: dict[str, RepLKNetConfig] = {
-    "replknet_31b": RepLKNetConfig(large_kernel_sizes=(31, 29, 27, 13)),
-    "replknet_31l": RepLKNetConfig(large_kernel_sizes=(31, 29, 27, 13), channels=(192, 384, 768, 1536)),
-    "replknet_xl": RepLKNetConfig(
-        large_kernel_sizes=(27, 27, 27, 13), channels=(256, 512, 1024, 2048), small_kernel=None, dw_ratio=1.5
-    ),
-    # The kernel-size study of the paper (Table 5) on the 31B body. NOTE: a 5x5 branch cannot sit inside a
-    # 3x3 kernel, so the 3x3 model has no re-parameterisation branch (the official code asserts small <= large).
-    "replknet_31b_k3": RepLKNetConfig(large_kernel_sizes=(3, 3, 3, 3), small_kernel=None),
-    "replknet_31b_k7": RepLKNetConfig(large_kernel_sizes=(7, 7, 7, 7)),
-    "replknet_31b_k13": RepLKNetConfig(large_kernel_sizes=(13, 13, 13, 13)),
-    "replknet_31b_k25": RepLKNetConfig(large_kernel_sizes=(25, 25, 25, 13)),
-    "replknet_31b_k31": RepLKNetConfig(large_kernel_sizes=(31, 29, 27, 13)),
-    # Small models for CPU work (the built-in training demo, tests): the official tiny fixture's shape.
-    "replknet_tiny": RepLKNetConfig(
-        large_kernel_sizes=(31, 29, 27, 13), layers=(1, 1, 2, 1), channels=(16, 32, 64, 128), drop_path_rate=0.0
-    ),
-    "replknet_tiny_k3": RepLKNetConfig(
-        large_kernel_sizes=(3, 3, 3, 3),
-        layers=(1, 1, 2, 1),
-        channels=(16, 32, 64, 128),
-        small_kernel=None,
-        drop_path_rate=0.0,
-    ),
-}
-
-
 class RepLKNet(nn.Module, Reparameterizable):
     """RepLKNet classifier or backbone.
 
@@ -203,9 +166,9 @@ class RepLKNet(nn.Module, Reparameterizable):
 
     def __init__(
         self,
-        large_kernel_sizes=(31, 29, 27, 13),
-        layers=(2, 2, 18, 2),
-        channels=(128, 256, 512, 1024),
+        large_kernel_sizes: tuple[int, ...] = (31, 29, 27, 13),
+        layers: tuple[int, ...] = (2, 2, 18, 2),
+        channels: tuple[int, ...] = (128, 256, 512, 1024),
         drop_path_rate: float = 0.3,
         small_kernel: int | None = 5,
         dw_ratio: float = 1,
@@ -436,6 +399,58 @@ class RepLKNet(nn.Module, Reparameterizable):
 
 
 # ---------------------------------------------------------------------- checkpoints, configs, registered factories
+_DEFAULTS = {name: p.default for name, p in inspect.signature(RepLKNet.__init__).parameters.items()}
+
+
+@dataclass(frozen=True)
+class RepLKNetConfig:
+    """One registered RepLKNet variant: the official constructor's architecture arguments.
+
+    Defaults are the constructor's (RepLKNet-31B), read from its signature so they live in one place.
+    """
+
+    large_kernel_sizes: tuple[int, ...]
+    layers: tuple[int, ...] = _DEFAULTS["layers"]
+    channels: tuple[int, ...] = _DEFAULTS["channels"]
+    # 5x5 re-parameterisation branch beside each large kernel; None for none (XL, and 3x3 kernels).
+    small_kernel: int | None = _DEFAULTS["small_kernel"]
+    # depthwise width = dw_ratio * stage width (XL widens the large-kernel layers by 1.5).
+    dw_ratio: float = _DEFAULTS["dw_ratio"]
+    ffn_ratio: float = _DEFAULTS["ffn_ratio"]
+    # the official factories' default; the paper trains 31B on ImageNet-1K with 0.5 (see train presets).
+    drop_path_rate: float = _DEFAULTS["drop_path_rate"]
+
+    def kwargs(self) -> dict:
+        return asdict(self)
+
+
+REPLKNET_CONFIGS: dict[str, RepLKNetConfig] = {
+    "replknet_31b": RepLKNetConfig(large_kernel_sizes=(31, 29, 27, 13)),
+    "replknet_31l": RepLKNetConfig(large_kernel_sizes=(31, 29, 27, 13), channels=(192, 384, 768, 1536)),
+    "replknet_xl": RepLKNetConfig(
+        large_kernel_sizes=(27, 27, 27, 13), channels=(256, 512, 1024, 2048), small_kernel=None, dw_ratio=1.5
+    ),
+    # The kernel-size study of the paper (Table 5) on the 31B body. NOTE: a 5x5 branch cannot sit inside a
+    # 3x3 kernel, so the 3x3 model has no re-parameterisation branch (the official code asserts small <= large).
+    "replknet_31b_k3": RepLKNetConfig(large_kernel_sizes=(3, 3, 3, 3), small_kernel=None),
+    "replknet_31b_k7": RepLKNetConfig(large_kernel_sizes=(7, 7, 7, 7)),
+    "replknet_31b_k13": RepLKNetConfig(large_kernel_sizes=(13, 13, 13, 13)),
+    "replknet_31b_k25": RepLKNetConfig(large_kernel_sizes=(25, 25, 25, 13)),
+    "replknet_31b_k31": RepLKNetConfig(large_kernel_sizes=(31, 29, 27, 13)),
+    # Small models for CPU work (the built-in training demo, tests): the official tiny fixture's shape.
+    "replknet_tiny": RepLKNetConfig(
+        large_kernel_sizes=(31, 29, 27, 13), layers=(1, 1, 2, 1), channels=(16, 32, 64, 128), drop_path_rate=0.0
+    ),
+    "replknet_tiny_k3": RepLKNetConfig(
+        large_kernel_sizes=(3, 3, 3, 3),
+        layers=(1, 1, 2, 1),
+        channels=(16, 32, 64, 128),
+        small_kernel=None,
+        drop_path_rate=0.0,
+    ),
+}
+
+
 def checkpoint_filter_fn(state_dict: dict, model: RepLKNet) -> dict:
     """Official, ``module.``-prefixed, wrapped (``model``/``state_dict``/``model_ema``) or mmpretrain checkpoints."""
     from replknet.checkpoint import convert_state_dict
@@ -507,13 +522,90 @@ def _create_replknet(variant: str, pretrained: bool = False, **kwargs) -> RepLKN
     )
 
 
-def _register_factories() -> None:
-    for variant in REPLKNET_CONFIGS:
+def _build_backbone(info, **options) -> RepLKNet:
+    """The official backbone mode: ``num_classes=None`` with the four stage outputs (strides 4..32)."""
+    # NOTE: built directly rather than through timm: timm's factory replaces num_classes=None with the default
+    # config's 1000, and the official backbone mode needs num_classes=None with out_indices.
+    kwargs = {**info.config.kwargs(), **options}
+    kwargs.setdefault("out_indices", (0, 1, 2, 3))
+    return RepLKNet(**kwargs, num_classes=None)
 
-        def factory(pretrained: bool = False, _variant: str = variant, **kwargs) -> RepLKNet:
-            return _create_replknet(_variant, pretrained, **kwargs)
 
-        globals()[variant] = register(variant, factory, __name__, f"{variant}: {REPLKNET_CONFIGS[variant]}")
+def _is_deploy_state_dict(state_dict) -> bool:
+    from replknet.checkpoint import is_deploy_state_dict
+
+    return is_deploy_state_dict(state_dict)
 
 
-_register_factories()
+REPLKNET = ModelFamily(
+    name="replknet",
+    model_cls=RepLKNet,
+    configs=REPLKNET_CONFIGS,
+    paper="Scaling Up Your Kernels to 31x31 (Ding et al., CVPR 2022)",
+    fusible=True,
+    deploy_arg="small_kernel_merged",
+    is_deploy_state_dict=_is_deploy_state_dict,
+    feature_strides=(4, 8, 16, 32),
+    backbone=_build_backbone,
+    torchscript=False,  # trace only (forward_intermediates and timm's feature helpers are not scriptable)
+)
+
+
+@register_model(REPLKNET)
+def replknet_31b(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """RepLKNet-31B: kernels 31/29/27/13 with 5x5 re-param branches, channels 128..1024 (the paper's base model)."""
+    return _create_replknet("replknet_31b", pretrained, **kwargs)
+
+
+@register_model(REPLKNET)
+def replknet_31l(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """RepLKNet-31L: the 31B body at channels 192..1536."""
+    return _create_replknet("replknet_31l", pretrained, **kwargs)
+
+
+@register_model(REPLKNET)
+def replknet_xl(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """RepLKNet-XL: kernels 27/27/27/13 without small kernels, depthwise width x1.5, channels 256..2048."""
+    return _create_replknet("replknet_xl", pretrained, **kwargs)
+
+
+@register_model(REPLKNET)
+def replknet_31b_k3(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """The 31B body with 3x3 depthwise kernels (the paper's kernel-size study, Table 5)."""
+    return _create_replknet("replknet_31b_k3", pretrained, **kwargs)
+
+
+@register_model(REPLKNET)
+def replknet_31b_k7(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """The 31B body with 7x7 depthwise kernels (Table 5)."""
+    return _create_replknet("replknet_31b_k7", pretrained, **kwargs)
+
+
+@register_model(REPLKNET)
+def replknet_31b_k13(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """The 31B body with 13x13 depthwise kernels (Table 5)."""
+    return _create_replknet("replknet_31b_k13", pretrained, **kwargs)
+
+
+@register_model(REPLKNET)
+def replknet_31b_k25(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """The 31B body with kernels 25/25/25/13 (Table 5)."""
+    return _create_replknet("replknet_31b_k25", pretrained, **kwargs)
+
+
+@register_model(REPLKNET)
+def replknet_31b_k31(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """The 31B body with kernels 31/29/27/13 (Table 5; the same architecture as replknet_31b)."""
+    return _create_replknet("replknet_31b_k31", pretrained, **kwargs)
+
+
+@register_model(REPLKNET)
+def replknet_tiny(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """A CPU-sized RepLKNet (kernels 31/29/27/13 + 5x5, layers 1/1/2/1, channels 16..128): demo and tests."""
+    return _create_replknet("replknet_tiny", pretrained, **kwargs)
+
+
+@register_model(REPLKNET)
+def replknet_tiny_k3(pretrained: bool = False, **kwargs) -> RepLKNet:
+    """replknet_tiny with 3x3 depthwise kernels and no re-param branch (the small-kernel baseline)."""
+    return _create_replknet("replknet_tiny_k3", pretrained, **kwargs)

@@ -20,8 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replknet.models import REPLKNET_CONFIGS, RepLKNet
-
 __all__ = ["SegmentorConfig", "FCNHead", "UperNetHead", "RepLKNetUperNet", "build_segmentor", "backbone_features"]
 
 _logger = logging.getLogger(__name__)
@@ -130,26 +128,23 @@ class UperNetHead(nn.Module):
         return self.classifier(self.dropout(fused))
 
 
-def backbone_features(backbone: RepLKNet) -> list[dict]:
+def backbone_features(backbone: nn.Module) -> list[dict]:
     """Channels and stride of each map the backbone returns (``[{"num_chs", "reduction", "module"}, ...]``)."""
     indices = backbone.out_indices if backbone.out_indices is not None else range(len(backbone.feature_info))
     return [dict(backbone.feature_info[i]) for i in indices]
 
 
-def _build_backbone(config: SegmentorConfig) -> RepLKNet:
-    if config.backbone not in REPLKNET_CONFIGS:
-        raise ValueError(f"unknown backbone {config.backbone!r}; RepLKNet backbones: {sorted(REPLKNET_CONFIGS)}")
-    kwargs = REPLKNET_CONFIGS[config.backbone].kwargs()
-    kwargs["drop_path_rate"] = config.drop_path_rate
-    # NOTE: built directly rather than through timm: timm's factory replaces num_classes=None with the default
-    # config's 1000, and the official backbone mode needs num_classes=None with out_indices.
-    return RepLKNet(
-        **kwargs,
-        num_classes=None,
-        out_indices=(0, 1, 2, 3),
-        norm_intermediate_features=config.norm_intermediate_features,
-        use_checkpoint=config.use_checkpoint,
-    )
+def _build_backbone(config: SegmentorConfig) -> nn.Module:
+    from replknet.models import find_model_info, list_models
+
+    backbones = [name for name in list_models() if find_model_info(name).family.backbone is not None]
+    info = find_model_info(config.backbone)
+    if info is None or info.family.backbone is None:
+        raise ValueError(f"unknown backbone {config.backbone!r}; backbones: {', '.join(backbones)}")
+    options: dict = {"drop_path_rate": config.drop_path_rate}
+    if config.norm_intermediate_features:
+        options["norm_intermediate_features"] = True
+    return info.family.backbone(info, **options)
 
 
 class RepLKNetUperNet(nn.Module):
