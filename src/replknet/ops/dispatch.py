@@ -55,6 +55,14 @@ def register_dilated_auto_rule(device_type: str, rule: Callable[[torch.Tensor, t
     _DILATED_AUTO_RULES[device_type] = rule
 
 
+def get_impl(name: str) -> DwConvFn:
+    """The registered (dilation-1) implementation ``name``."""
+    fn = _IMPLS.get(name)
+    if fn is None:
+        raise ValueError(f"unknown depthwise conv impl {name!r}; available: {available_impls()}")
+    return fn
+
+
 def available_impls() -> list[str]:
     """Names accepted by ``dwconv2d(..., impl=...)``; ``"auto"`` is always accepted too."""
     return sorted(set(_IMPLS) | set(_DILATED_IMPLS))
