@@ -180,18 +180,27 @@ def test_override_of_a_composite_impl_does_not_recurse() -> None:
 def test_auto_rule() -> None:
     rule = cpu_dilated.cpu_dilated_auto_rule
     limit = cpu_dilated._JIT_DW_MAX_EXTENT
-    x = torch.empty(16, 64, 28, 28)
     for kernel_size, dilation in BRANCHES:
         weight = torch.empty(64, 1, kernel_size, kernel_size)
         extent = dilation * (kernel_size - 1) + 1
-        assert rule(x, weight, dilation) == ("native_nchw" if extent <= limit else "polyphase")
-        assert rule(x.requires_grad_(), weight, dilation) == "hybrid"
-        x = x.detach()
-        with torch.no_grad():
-            assert rule(x.requires_grad_(), weight, dilation) != "hybrid"
-        x = x.detach()
-    # a 3x3 kernel at dilation 7 on a 7x7 plane is cropped to its centre: oneDNN's kernel takes it
-    assert rule(torch.empty(1, 8, 7, 7), torch.empty(8, 1, 3, 3), 7) == "native_nchw"
+        for plane, channels_last in ((28, False), (14, True), (28, True)):
+            x = torch.empty(16, 64, plane, plane)
+            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            native = "native_cl" if channels_last else "native_nchw"
+            forward = native if extent <= limit or kernel_size == 3 else "polyphase"
+            assert rule(x, weight, dilation) == forward
+            train = "hybrid" if extent <= limit or kernel_size > 3 else "polyphase"
+            if channels_last and plane == 28 and kernel_size == 3:
+                train = "native_cl"
+            assert rule(x.requires_grad_(), weight, dilation) == train, (kernel_size, dilation, plane, channels_last)
+            with torch.no_grad():
+                assert rule(x, weight, dilation) == forward
+    # channels_last input keeps its layout only while the extent fits in the plane
+    x = torch.empty(1, 256, 7, 7).contiguous(memory_format=torch.channels_last)
+    assert rule(x, torch.empty(256, 1, 3, 3), 3) == "native_cl"
+    assert rule(x, torch.empty(256, 1, 3, 3), 4) == "native_nchw"
+    # a 3x3 kernel at dilation 7 on a 7x7 plane is cropped to its centre, a 1x1 kernel: the dilation-1 rule
+    assert rule(torch.empty(1, 8, 7, 7), torch.empty(8, 1, 3, 3), 7) == "dense"
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")

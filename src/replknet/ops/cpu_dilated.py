@@ -13,8 +13,9 @@ Implementations (``fn(x, weight, bias, dilation)``, stride 1, odd ``k``; output 
 - ``polyphase``: the ``r x r`` interleaved sub-grids of the plane (rows and columns ``i = s mod r``) never mix, and
   on each the dilated convolution is an undilated ``k x k`` one; all ``r^2`` sub-grids go through the dilation-1
   auto rule as one batch of ``N r^2`` planes ``r`` times smaller per side.
-- ``hybrid``: forward by oneDNN's dilated NCHW kernel (``polyphase`` beyond its extent); grad_input as the same
-  forward with the kernel rotated by 180 degrees; grad_weight by the library's Toeplitz/FFT weight gradient, on the
+- ``hybrid``: forward by oneDNN's dilated jit_dw kernel (NCHW, or channels_last for channels_last input when the
+  extent fits in the plane; ``polyphase`` beyond its extent); grad_input as the same forward with the kernel
+  rotated by 180 degrees; grad_weight by the library's Toeplitz/FFT weight gradient, on the
   polyphase sub-grids for small planes, on the dense equivalent kernel otherwise.
 
 Every implementation first drops the kernel taps that can never touch the plane (offset ``r |i - k // 2|`` of at
@@ -114,14 +115,34 @@ def polyphase_dilated(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     return batch_to_space(y, dilation, height, width).contiguous(memory_format=_memory_format(x))
 
 
+def _extent(kernel_size: int, dilation: int) -> int:
+    return dilation * (kernel_size - 1) + 1
+
+
+def _native_layout(x: torch.Tensor, kernel_size: int, dilation: int) -> torch.memory_format | None:
+    """The layout in which oneDNN's dilated depthwise forward (jit_dw) takes ``x``, or None where it has none.
+
+    channels_last input stays channels_last while the extent also fits in the plane: beyond that, oneDNN's
+    channels_last jit_dw gives way to a generic grouped kernel for some widths (7x7 planes, 256 channels and more).
+    """
+    extent = _extent(kernel_size, dilation)
+    if extent > _JIT_DW_MAX_EXTENT:
+        return None
+    if _memory_format(x) == torch.channels_last and extent <= min(x.shape[-2:]):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
-    """Dilated correlation in the compute dtype, no autograd: oneDNN's NCHW kernel, polyphase beyond its extent."""
+    """Dilated correlation in the compute dtype, no autograd: oneDNN's jit_dw kernel, polyphase beyond its extent."""
     dtype = fft.compute_dtype(x.dtype)
-    x, weight = x.to(dtype=dtype, memory_format=torch.contiguous_format), weight.to(dtype)
-    bias = None if bias is None else bias.to(dtype)
-    if dilation * (weight.shape[-1] - 1) + 1 <= _JIT_DW_MAX_EXTENT:
+    weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+    layout = _native_layout(x, weight.shape[-1], dilation)
+    if layout is not None:
         padding = dilation * (weight.shape[-1] - 1) // 2
+        x = x.to(dtype=dtype, memory_format=layout)
         return F.conv2d(x, weight, bias, padding=padding, dilation=dilation, groups=x.shape[1])
+    x = x.to(dtype=dtype, memory_format=torch.contiguous_format)
     y = auto_dwconv2d(space_to_batch(x, dilation), weight, bias)
     return batch_to_space(y, dilation, x.shape[-2], x.shape[-1])
 
@@ -181,14 +202,35 @@ register_dilated_impl("polyphase", polyphase_dilated)
 register_dilated_impl("hybrid", hybrid_dilated)
 
 
+# NOTE: channels_last input, k = 3, planes above 14x14, training: aten's channels_last backward (a grouped kernel
+# that wastes most of its 16-channel blocks, cheap with 9 taps) measured 1.1-1.6x faster than the hybrid at
+# UniRepLKNet-S's 56x56 and 28x28 stages (docs/ops.md).
+_CL_NATIVE_TRAIN_MIN_PIXELS = 14 * 14 + 1
+
+
 def cpu_dilated_auto_rule(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> str:
-    """The implementation ``impl="auto"`` uses for a dilated convolution on CPU (measured, docs/ops.md)."""
+    """The implementation ``impl="auto"`` uses for a dilated convolution on CPU (measured, docs/ops.md).
+
+    Keys: the size and extent of the reachable kernel, the plane, the input's memory format, whether a gradient
+    is needed.
+    """
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if needs_grad:
-        return "hybrid"
     kernel_size = reachable_kernel(weight, dilation, x.shape[-2], x.shape[-1]).shape[-1]
-    if dilation * (kernel_size - 1) + 1 <= _JIT_DW_MAX_EXTENT:
-        return "native_nchw"
+    if kernel_size == 1:
+        return "dense"  # a 1x1 kernel is undilated: the dilation-1 rule
+    channels_last = _memory_format(x) == torch.channels_last
+    layout = _native_layout(x, kernel_size, dilation)
+    if needs_grad:
+        if channels_last and kernel_size <= 3 and x.shape[-2] * x.shape[-1] >= _CL_NATIVE_TRAIN_MIN_PIXELS:
+            return "native_cl"
+        # NOTE: beyond jit_dw's extent the hybrid's forward and grad_input are polyphase passes; with k = 3 the whole
+        # polyphase convolution (aten's backward on the sub-grids) measured faster, with k = 9 the hybrid
+        return "polyphase" if layout is None and kernel_size <= 3 else "hybrid"
+    if layout is not None:  # oneDNN's jit_dw forward
+        return "native_cl" if layout == torch.channels_last else "native_nchw"
+    # NOTE: beyond jit_dw's extent aten's GEMM path costs k^2 per pixel: with 9 taps it beats the polyphase copies
+    if kernel_size <= 3:
+        return "native_cl" if channels_last else "native_nchw"
     return "polyphase"
 
 
