@@ -229,3 +229,111 @@ def test_kernels_compile_for_hopper_without_a_gpu() -> None:
     assert "mma" in wgrad.asm["ptx"] and "st.global" in wgrad.asm["ptx"]
     exact = _compile_for_hopper(tk._dwconv_tile_kernel, ["*fp32"] * 4, {**tk._DOT_TILES[0].kwargs, **fp32_flags}, 4)
     assert exact.asm["cubin"]  # fp32 through the dot path: input_precision="ieee"
+
+
+# The CUDA rule's correctness check, on the CPU: a deliberately wrong kernel injected through the impl registry.
+
+
+class _RightForwardWrongWeightGrad(torch.autograd.Function):
+    """The right forward; the weight gradient of the 180-degree-rotated kernel (wrong only in training)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return reference_dwconv2d(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight = ctx.saved_tensors
+        with torch.enable_grad():
+            x_, w_ = x.detach().requires_grad_(), weight.detach().requires_grad_()
+            grad_input, grad_weight = torch.autograd.grad(reference_dwconv2d(x_, w_), (x_, w_), grad_output)
+        return grad_input, grad_weight.flip(-1, -2), None
+
+
+WRONG_KERNELS = {
+    "rotated": lambda x, w, b: reference_dwconv2d(x, w.flip(-1, -2), b),
+    "ignores_bias": lambda x, w, b: reference_dwconv2d(x, w, None),
+    "off_by_1e-4": lambda x, w, b: reference_dwconv2d(x, w, b) * (1 + 1e-4),  # beyond float32's 1e-5
+    "wrong_weight_grad": lambda x, w, b: _RightForwardWrongWeightGrad.apply(x, w, b),
+}
+
+
+@pytest.fixture
+def fresh_decisions(monkeypatch):
+    monkeypatch.setattr(triton_dwconv, "_DECISIONS", {})
+
+
+def _inject(monkeypatch, fn) -> None:
+    from replknet.ops import dispatch
+
+    monkeypatch.setitem(dispatch._IMPLS, "triton", fn)
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_KERNELS))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_auto_check_rejects_a_wrong_kernel(fresh_decisions, monkeypatch, caplog, name, channels_last) -> None:
+    _inject(monkeypatch, WRONG_KERNELS[name])
+    x = torch.randn(2, 4, 9, 7)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    weight = torch.randn(4, 1, 5, 5)
+    backward = name == "wrong_weight_grad"  # its forward is right: only a training check can catch it
+    with caplog.at_level(logging.WARNING, logger="replknet.ops.triton_dwconv"):
+        decision = triton_dwconv.decide(x, weight, backward)
+        again = triton_dwconv.decide(x, weight, backward)
+    assert again is decision  # cached per shape key: checked once
+    assert decision.correct is False and not decision.use_triton
+    assert max(decision.errors.values()) > decision.tolerance == 1e-5
+    warnings = [r.getMessage() for r in caplog.records if "differs from the reference" in r.getMessage()]
+    assert len(warnings) == 1 and "cuDNN" in warnings[0]
+
+
+def test_auto_check_covers_gradients_only_when_training(fresh_decisions, monkeypatch) -> None:
+    _inject(monkeypatch, WRONG_KERNELS["wrong_weight_grad"])
+    x, weight = torch.randn(2, 3, 8, 8), torch.randn(3, 1, 3, 3)
+    inference = triton_dwconv.decide(x, weight, backward=False)
+    assert inference.correct and set(inference.errors) == {"out", "out_bias"}
+    assert inference.triton_ms > 0 and inference.reference_ms > 0  # timed (wall clock on the CPU)
+    training = triton_dwconv.decide(x, weight, backward=True)
+    assert training.correct is False and not training.use_triton
+    assert training.errors["grad_weight"] > 1e-3 and training.errors["grad_input"] < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_auto_check_passes_a_right_kernel_within_the_dtype_tolerance(fresh_decisions, monkeypatch, dtype) -> None:
+    from replknet.ops import dispatch
+    from replknet.ops.triton_check import TOLERANCES
+
+    _inject(monkeypatch, dispatch._IMPLS["native_cl"])  # float32 compute, one rounding to the storage dtype
+    x, weight = torch.randn(2, 4, 10, 10).to(dtype), (torch.randn(4, 1, 7, 7) / 7).to(dtype)
+    decision = triton_dwconv.decide(x, weight, backward=True)
+    assert decision.correct and decision.tolerance == TOLERANCES[dtype]
+    assert set(decision.errors) == {"out", "out_bias", "grad_input", "grad_weight"}
+    # the same kernel 0.5% off: inside bfloat16's tolerance (1.6e-2), outside float16's (2e-3) and float32's
+    _inject(monkeypatch, lambda x, w, b: dispatch._IMPLS["native_cl"](x, w, b) * 1.005)
+    off = triton_dwconv.decide(x, weight, backward=False)
+    assert off.correct == (dtype == torch.bfloat16)
+
+
+def test_auto_check_under_autocast_uses_the_autocast_dtype(fresh_decisions, monkeypatch) -> None:
+    from replknet.ops import dispatch
+    from replknet.ops.triton_check import TOLERANCES
+
+    _inject(monkeypatch, dispatch._IMPLS["native_cl"])
+    x, weight = torch.randn(1, 4, 10, 10), torch.randn(4, 1, 5, 5) / 5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        decision = triton_dwconv.decide(x, weight, backward=False)
+    assert decision.correct and decision.tolerance == TOLERANCES[torch.bfloat16]
+    assert "torch.bfloat16" in decision.key  # a separate verdict from the float32 one
+    assert triton_dwconv.decide(x, weight, backward=False).key != decision.key
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_auto_rule_falls_back_from_a_wrong_kernel(fresh_decisions, monkeypatch) -> None:
+    _inject(monkeypatch, WRONG_KERNELS["rotated"])
+    x, weight = torch.randn(4, 32, 28, 28, device="cuda"), torch.randn(32, 1, 13, 13, device="cuda")
+    assert triton_dwconv.cuda_auto_rule(x, weight) is None
+    (decision,) = triton_dwconv.auto_decisions()
+    assert decision.correct is False
+    assert torch.allclose(dwconv2d(x, weight), reference_dwconv2d(x, weight))

@@ -11,7 +11,8 @@ from replknet.ops.dispatch import dwconv2d
 class DepthwiseConv2d(nn.Conv2d):
     """Depthwise ``K x K`` convolution, stride 1, same padding, computed by ``replknet.ops.dwconv2d``.
 
-    Its parameters and state dict are exactly those of ``nn.Conv2d(C, C, K, padding=K // 2, groups=C)``,
+    Its parameters and state dict are exactly those of
+    ``nn.Conv2d(C, C, K, padding=dilation * (K - 1) // 2, dilation=dilation, groups=C)``,
     so official checkpoints load unchanged and the implementation can change without touching models.
 
     Args:
@@ -19,18 +20,30 @@ class DepthwiseConv2d(nn.Conv2d):
         kernel_size: odd kernel size.
         bias: learn a bias.
         impl: implementation name for ``dwconv2d`` (``"auto"`` picks the fastest for each shape).
+        dilation: spacing of the kernel taps.
     """
 
-    def __init__(self, channels: int, kernel_size: int, bias: bool = False, impl: str = "auto") -> None:
+    def __init__(
+        self, channels: int, kernel_size: int, bias: bool = False, impl: str = "auto", dilation: int = 1
+    ) -> None:
         if kernel_size % 2 != 1:
             raise ValueError(f"DepthwiseConv2d needs an odd kernel size, got {kernel_size}")
+        if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+            raise ValueError(f"DepthwiseConv2d needs a positive int dilation, got {dilation!r}")
         super().__init__(
-            channels, channels, kernel_size, stride=1, padding=kernel_size // 2, groups=channels, bias=bias
+            channels,
+            channels,
+            kernel_size,
+            stride=1,
+            padding=dilation * (kernel_size - 1) // 2,
+            dilation=dilation,
+            groups=channels,
+            bias=bias,
         )
         self.impl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H, W)
-        return dwconv2d(x, self.weight, self.bias, impl=self.impl)
+        return dwconv2d(x, self.weight, self.bias, impl=self.impl, dilation=self.dilation[0])
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", impl={self.impl}"

@@ -5,9 +5,11 @@ tensors, and imports triton (through ``replknet.ops.triton_kernels``) only when 
 triton is missing, the tensor is on the CPU without ``TRITON_INTERPRET=1``, or the shape/dtype is outside what the
 kernels cover, ``impl="triton"`` logs once and computes the reference convolution instead.
 
-The auto rule picks Triton only where it was measured faster than PyTorch's own path (cuDNN or PyTorch's native
-depthwise kernel, via ``F.conv2d``) on this GPU: the first time a shape is seen, both are timed (forward, or
-forward+backward when gradients are needed) with CUDA events and the verdict is cached for the process.
+The auto rule picks Triton only where it computed the right result and was measured faster than PyTorch's own path
+(cuDNN or PyTorch's native depthwise kernel, via ``F.conv2d``) on this GPU: the first time a shape is seen, the
+Triton result on that input (forward; with gradients needed, the input and weight gradients too) is compared with
+the float64 reference within the dtype's tolerance (a mismatch logs one warning and keeps cuDNN for that shape),
+then both are timed (forward, or forward+backward) with CUDA events, and the verdict is cached for the process.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ import importlib.util
 import logging
 import os
 import statistics
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from replknet.ops.dispatch import reference_dwconv2d, register_auto_rule, register_impl
+from replknet.ops.dispatch import get_impl, reference_dwconv2d, register_auto_rule, register_impl
+from replknet.ops.triton_check import TOLERANCES
+from replknet.testing import relative_error
 
 __all__ = [
     "AutoDecision",
     "auto_decisions",
+    "check_against_reference",
     "clear_auto_decisions",
     "cuda_auto_rule",
     "decide",
@@ -49,12 +55,20 @@ _logged: set[str] = set()
 
 @dataclass(frozen=True)
 class AutoDecision:
-    """One measured verdict of the CUDA auto rule: median milliseconds of each path and the choice."""
+    """One verdict of the CUDA auto rule: the correctness check, median milliseconds of each path, the choice.
+
+    ``errors`` are the relative errors of each checked output against float64 (``out``, ``out_bias``, and
+    ``grad_input``, ``grad_weight`` when gradients are needed); ``correct`` is None when the check did not run
+    (the kernel raised); the timings are NaN when nothing was timed (a wrong or failing kernel).
+    """
 
     key: tuple
     triton_ms: float
     reference_ms: float
     use_triton: bool
+    errors: dict[str, float] = field(default_factory=dict)
+    tolerance: float = float("nan")
+    correct: bool | None = None
 
 
 _DECISIONS: dict[tuple, AutoDecision] = {}
@@ -152,12 +166,18 @@ def triton_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         return kernels.dwconv2d_triton_kernels(x, weight, bias)
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median CUDA-event time of ``fn`` after two warm-up calls (the first one autotunes the kernels)."""
+def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median time of ``fn`` after two warm-up calls (the first one autotunes the kernels): CUDA events on a GPU,
+    the wall clock elsewhere (the rule's logic is tested on the CPU)."""
     fn()
     fn()
     times = []
     for _ in range(repeats):
+        if device.type != "cuda":
+            start_s = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start_s) * 1e3)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -168,7 +188,7 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def measure(x: torch.Tensor, weight: torch.Tensor, impl: Callable, backward: bool, repeats: int = 5) -> float:
-    """Median milliseconds of one call of ``impl(x, weight, bias)`` on CUDA (with its backward if ``backward``)."""
+    """Median milliseconds of one call of ``impl(x, weight, bias)`` (with its backward if ``backward``)."""
     x = x.detach()
     weight = weight.detach()
     # NOTE: timed with a (zero) bias, as in the fused deploy form; a bias costs next to nothing either way.
@@ -179,7 +199,7 @@ def measure(x: torch.Tensor, weight: torch.Tensor, impl: Callable, backward: boo
             with torch.no_grad():
                 return impl(x, weight, bias)
 
-        return _median_ms(run, repeats)
+        return _median_ms(run, repeats, x.device)
     x_grad = x.detach().requires_grad_(True)
     w_grad = weight.detach().requires_grad_(True)
     grad_out = torch.randn_like(x)
@@ -189,7 +209,7 @@ def measure(x: torch.Tensor, weight: torch.Tensor, impl: Callable, backward: boo
             out = impl(x_grad, w_grad, bias)
             return torch.autograd.grad(out, (x_grad, w_grad), grad_out)
 
-    return _median_ms(run_backward, repeats)
+    return _median_ms(run_backward, repeats, x.device)
 
 
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:
@@ -202,27 +222,88 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
 
 
 def _decision_key(x: torch.Tensor, weight: torch.Tensor, backward: bool) -> tuple:
-    autocast = str(torch.get_autocast_dtype("cuda")) if torch.is_autocast_enabled("cuda") else None
+    device_type = x.device.type
+    autocast = str(torch.get_autocast_dtype(device_type)) if torch.is_autocast_enabled(device_type) else None
     layout = "channels_last" if memory_format_of(x) == torch.channels_last else "nchw"
     return (x.device.index, str(x.dtype), tuple(x.shape), weight.shape[-1], layout, backward, autocast)
 
 
-def decide(x: torch.Tensor, weight: torch.Tensor, backward: bool) -> AutoDecision:
-    """Time Triton against the reference for this shape (once per process; cached) and return the verdict."""
+def check_against_reference(
+    x: torch.Tensor, weight: torch.Tensor, backward: bool, candidate: str = "triton", seed: int = 0
+) -> tuple[dict[str, float], float]:
+    """Relative errors of the registered impl ``candidate`` on this input against float64 ``reference``.
+
+    Runs ``candidate`` as the model would (same tensors, layout and autocast state): the forward without and with a
+    (random) bias, and with ``backward`` the input and weight gradients for a random output gradient. The reference
+    is the ``"reference"`` impl in float64 on the same device, fed the inputs rounded to the dtype the candidate
+    computed in (its output dtype, which autocast may have changed).
+
+    Returns:
+        The relative errors (``out``, ``out_bias``, ``grad_input``, ``grad_weight``) and the tolerance of the
+        compute dtype (``triton_check.TOLERANCES``).
+    """
+    fn, reference = get_impl(candidate), get_impl("reference")
+    x, weight = x.detach(), weight.detach()
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    bias = torch.randn(weight.shape[0], generator=generator, device=x.device).to(weight.dtype)
+    with torch.no_grad():
+        out = fn(x, weight, None)
+        out_bias = fn(x, weight, bias)
+    dtype = out.dtype
+    x64, w64, b64 = (t.to(dtype).double() for t in (x, weight, bias))
+    with torch.autocast(x.device.type, enabled=False):
+        x64.requires_grad_(backward)
+        w64.requires_grad_(backward)
+        with torch.set_grad_enabled(backward):
+            expected = reference(x64, w64, None)
+        expected_bias = expected.detach() + b64.view(1, -1, 1, 1)
+    errors = {"out": relative_error(out, expected.detach()), "out_bias": relative_error(out_bias, expected_bias)}
+    if backward:
+        grad_output = torch.randn(out.shape, generator=generator, device=x.device).to(dtype)
+        x_leaf = x.clone().requires_grad_(True)  # clone keeps the memory format
+        w_leaf = weight.clone().requires_grad_(True)
+        with torch.enable_grad():
+            grad_input, grad_weight = torch.autograd.grad(fn(x_leaf, w_leaf, None), (x_leaf, w_leaf), grad_output)
+        expected_input, expected_weight = torch.autograd.grad(expected, (x64, w64), grad_output.double())
+        errors["grad_input"] = relative_error(grad_input, expected_input)
+        errors["grad_weight"] = relative_error(grad_weight, expected_weight)
+    return errors, TOLERANCES.get(dtype, TOLERANCES[torch.float32])
+
+
+def decide(x: torch.Tensor, weight: torch.Tensor, backward: bool, candidate: str = "triton") -> AutoDecision:
+    """Check, then time, the registered impl ``candidate`` against the reference for this shape (once per process;
+    cached) and return the verdict. Works on any device (the timings use CUDA events on a GPU)."""
     key = _decision_key(x, weight, backward)
     decision = _DECISIONS.get(key)
-    if decision is None:
-        triton_ms = measure(x, weight, triton_dwconv2d, backward)
-        reference_ms = measure(x, weight, reference_dwconv2d, backward)
-        decision = AutoDecision(key, triton_ms, reference_ms, triton_ms < AUTO_MARGIN * reference_ms)
+    if decision is not None:
+        return decision
+    errors, tolerance = check_against_reference(x, weight, backward, candidate)
+    if not all(error <= tolerance for error in errors.values()):  # NaN fails too
+        decision = AutoDecision(key, float("nan"), float("nan"), False, errors, tolerance, correct=False)
         _DECISIONS[key] = decision
-        _logger.info(
-            "dwconv2d auto %s: triton %.3f ms vs reference %.3f ms -> %s",
+        _logger.warning(
+            "dwconv2d auto %s: %s differs from the reference (relative errors %s; tolerance %.1e); using the "
+            "reference (cuDNN) for this shape",
             key,
-            triton_ms,
-            reference_ms,
-            "triton" if decision.use_triton else "reference",
+            candidate,
+            ", ".join(f"{name} {error:.2e}" for name, error in errors.items()),
+            tolerance,
         )
+        return decision
+    triton_ms = measure(x, weight, get_impl(candidate), backward)
+    reference_ms = measure(x, weight, reference_dwconv2d, backward)
+    use_triton = triton_ms < AUTO_MARGIN * reference_ms
+    decision = AutoDecision(key, triton_ms, reference_ms, use_triton, errors, tolerance, correct=True)
+    _DECISIONS[key] = decision
+    _logger.info(
+        "dwconv2d auto %s: %s correct (max relative error %.1e), %.3f ms vs reference %.3f ms -> %s",
+        key,
+        candidate,
+        max(errors.values()),
+        triton_ms,
+        reference_ms,
+        candidate if use_triton else "reference",
+    )
     return decision
 
 
@@ -237,7 +318,8 @@ def clear_auto_decisions() -> None:
 
 
 def cuda_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str | None:
-    """``"triton"`` where it was measured faster than the reference for this shape on this GPU, else None."""
+    """``"triton"`` where it matched the float64 reference on this shape's first input and was measured faster
+    than the reference on this GPU, else None."""
     if os.environ.get("REPLKNET_TRITON_AUTO", "1") == "0":
         return None
     if x.device.type != "cuda" or unsupported_reason(x, weight) is not None or _load_kernels() is None:
