@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +43,25 @@ def _shared_path(*parts: str) -> Path:
 def shared_path():
     """``shared_path(*parts)``: a path under ../shared, skipping the test with a clear reason when absent."""
     return _shared_path
+
+
+def _write_png(path: Path, array: np.ndarray, bit_depth: int, color_type: int) -> Path:
+    """A PNG written by hand (PIL cannot write 48-bit RGB): rows of big-endian samples, filter 0, one IDAT."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    height, width = array.shape[:2]
+    dtype = ">u2" if bit_depth == 16 else "u1"
+    rows = b"".join(b"\x00" + row.astype(dtype).tobytes() for row in array)
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture
+def write_png():
+    """``write_png(path, array, bit_depth, color_type)``: a PNG written by hand, e.g. 48-bit RGB (PIL cannot)."""
+    return _write_png
