@@ -426,11 +426,6 @@ class ImageFiles(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             raise TypeError("ImageFiles does not support slicing; index one image at a time")
-        from PIL import Image, UnidentifiedImageError
+        from replknet.data.images import read_image
 
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                return self.transform(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"cannot read image {path}: {error}") from error
+        return self.transform(read_image(self.paths[index]))  # ImageReadError (a ValueError) names a bad file

@@ -284,10 +284,9 @@ class CueConflictDataset(torch.utils.data.Dataset):
         return len(self.stimuli)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
+        from replknet.data.images import read_image
 
-        with Image.open(self.stimuli[index].path) as image:
-            tensor = self.transform(image.convert("RGB"))
+        tensor = self.transform(read_image(self.stimuli[index].path))
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"the transform must return a tensor, got {type(tensor).__name__}")
         return tensor, index

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from replknet.data.images import ImageReadError, read_image
+
 _logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -27,10 +29,11 @@ class ClassScore:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The top-k classes of one image, most probable first."""
+    """The top-k classes of one image, most probable first; a skipped unreadable file has no classes and an error."""
 
     path: str
     top: list[ClassScore]
+    error: str | None = None  # why the file was skipped (``predict(..., skip_bad_images=True)``)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,14 +60,9 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def load_image(path: str | os.PathLike):
-    """Open an image as RGB (PIL), raising ``ValueError`` naming the file when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+    """``replknet.data.images.read_image``: an 8-bit RGB PIL image; ``ImageReadError`` (a ``ValueError``) names a
+    file that cannot be read."""
+    return read_image(path)
 
 
 def class_labels(model: nn.Module) -> list[str] | None:
@@ -106,6 +104,7 @@ def predict(
     image_size: int | None = None,
     device: str | torch.device = "cpu",
     labels: Sequence[str] | None = None,
+    skip_bad_images: bool = False,
 ) -> list[Prediction]:
     """Top-k classes for each image file (folders are searched recursively).
 
@@ -117,9 +116,12 @@ def predict(
         image_size: override the model's input resolution (the crop keeps the model's crop ratio).
         device: where to run.
         labels: class names; by default ``class_labels(model)``.
+        skip_bad_images: an unreadable file gets a ``Prediction`` with no classes and its ``error`` (in its place
+            in the list) and the other files are still classified; by default the first one raises.
 
     Raises:
-        ValueError: an unreadable image (the path is named), a model without a classifier, a bad ``top_k``.
+        ImageReadError: an unreadable image (a ``ValueError`` naming the file), unless ``skip_bad_images``.
+        ValueError: a model without a classifier, a bad ``top_k`` or ``batch_size``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -135,16 +137,28 @@ def predict(
     transform = data_transform(model, image_size)
     model = model.eval().to(device)
     k = min(top_k, num_classes)
-    predictions: list[Prediction] = []
-    for batch_paths in _batches(paths, batch_size):
-        batch = torch.stack([transform(load_image(p)) for p in batch_paths]).to(device)  # (N, C, H, W)
-        probabilities = model(batch).float().softmax(dim=-1)
+    predictions: dict[int, Prediction] = {}
+    for batch_indices in _batches(range(len(paths)), batch_size):
+        tensors, readable = [], []
+        for index in batch_indices:
+            try:
+                tensors.append(transform(read_image(paths[index])))
+            except ImageReadError as error:
+                if not skip_bad_images:
+                    raise
+                _logger.warning("skipped %s", error)
+                predictions[index] = Prediction(str(paths[index]), [], error.reason)
+                continue
+            readable.append(index)
+        if not readable:
+            continue
+        probabilities = model(torch.stack(tensors).to(device)).float().softmax(dim=-1)  # (N, classes)
         top_p, top_i = probabilities.topk(k, dim=-1)
-        for path, p_row, i_row in zip(batch_paths, top_p.tolist(), top_i.tolist()):
+        for index, p_row, i_row in zip(readable, top_p.tolist(), top_i.tolist()):
             scores = [ClassScore(i, labels[i] if labels else None, p) for p, i in zip(p_row, i_row)]
-            predictions.append(Prediction(str(path), scores))
+            predictions[index] = Prediction(str(paths[index]), scores)
         _logger.debug("classified %d/%d images", len(predictions), len(paths))
-    return predictions
+    return [predictions[index] for index in range(len(paths))]
 
 
 __all__ = ["ClassScore", "Prediction", "class_labels", "data_transform", "find_images", "load_image", "predict"]

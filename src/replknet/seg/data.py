@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from replknet.data.images import read_image, read_label
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -286,10 +288,8 @@ class SegmentationFolder(_SeededDataset):
 
     def _load(self, index: int) -> tuple[Image.Image, Image.Image]:
         image_path, label_path = self.samples[index]
-        image = Image.open(image_path).convert("RGB")
-        label = np.asarray(Image.open(label_path), dtype=np.uint8)
-        if label.ndim != 2:
-            raise ValueError(f"{label_path}: expected a single-channel label image, got shape {label.shape}")
+        image = read_image(image_path)  # ImageReadError (a ValueError) names a file that cannot be read
+        label = read_label(label_path)  # (H, W) uint8 class indices
         if label.shape != (image.height, image.width):
             raise ValueError(f"{label_path}: label {label.shape} and image {(image.height, image.width)} sizes differ")
         if self.reduce_zero_label:

@@ -13,11 +13,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+
+from replknet.data.images import ImageReadError, image_loader
 
 __all__ = [
     "DataFileError",
     "CheckedImageFolder",
+    "ReadCheckedLoader",
     "SyntheticBatches",
     "eval_transform",
     "train_transform",
@@ -29,8 +32,8 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 
-class DataFileError(RuntimeError):
-    """A data file that cannot be read; the message names its path."""
+# An unreadable data file: the library's one image error (a ``ValueError`` whose message names the file).
+DataFileError = ImageReadError
 
 
 def eval_transform(
@@ -78,7 +81,8 @@ def train_transform(
 
 
 class CheckedImageFolder(Dataset):
-    """torchvision ``ImageFolder`` whose read errors name the file (``DataFileError``)."""
+    """torchvision ``ImageFolder`` read with ``replknet.data.images.read_image``; a bad file raises ``ImageReadError``
+    naming it (``DataFileError`` is the same class)."""
 
     def __init__(self, root: str | os.PathLike, transform: Callable | None = None) -> None:
         from torchvision.datasets import ImageFolder
@@ -87,7 +91,7 @@ class CheckedImageFolder(Dataset):
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist")
         try:
-            self.folder = ImageFolder(str(root))
+            self.folder = ImageFolder(str(root), loader=image_loader)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"{root}: {error} (expected <root>/<class>/<image>)") from None
         self.transform = transform
@@ -101,12 +105,12 @@ class CheckedImageFolder(Dataset):
 
     def __getitem__(self, index: int):
         path, target = self.folder.samples[index]
-        try:
-            image = self.folder.loader(path)
-            if self.transform is not None:
+        image = self.folder.loader(path)  # ImageReadError names an unreadable file
+        if self.transform is not None:
+            try:
                 image = self.transform(image)
-        except Exception as error:  # PIL raises several types; all mean "this file is bad"
-            raise DataFileError(f"bad data file {path}: {type(error).__name__}: {error}") from error
+            except Exception as error:
+                raise ImageReadError(path, f"the transform failed: {type(error).__name__}: {error}") from error
         return image, target
 
 
@@ -186,6 +190,68 @@ class SyntheticBatches:
             yield x, self.labels[batch]
 
 
+class _Unreadable:
+    """What a worker hands back, as data, in place of a sample whose file cannot be read."""
+
+    def __init__(self, error: ImageReadError) -> None:
+        self.error = error
+
+
+class _MarkUnreadable(Dataset):
+    """``dataset[i]``, or an ``_Unreadable`` marker when its file cannot be read."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except ImageReadError as error:
+            return _Unreadable(error)
+
+
+def _collate_readable(batch: list) -> tuple[object | None, list[ImageReadError]]:
+    """``(default_collate(readable samples) or None, [errors of the unreadable ones])``."""
+    readable = [item for item in batch if not isinstance(item, _Unreadable)]
+    errors = [item.error for item in batch if isinstance(item, _Unreadable)]
+    return (default_collate(readable) if readable else None), errors
+
+
+class ReadCheckedLoader:
+    """A DataLoader whose unreadable files come back as data, so that the main process decides what they mean.
+
+    Without ``skip_bad_images`` the first unreadable file raises its own ``ImageReadError`` (one line naming the
+    file, the same with 0 or many worker processes, where PyTorch would re-raise a worker's error as a traceback
+    text). With it, the file is left out of its batch, logged and listed in ``skipped``.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        skip_bad_images: bool = False,
+        **loader_kwargs,
+    ) -> None:
+        self.loader = DataLoader(_MarkUnreadable(dataset), collate_fn=_collate_readable, **loader_kwargs)
+        self.skip_bad_images = skip_bad_images
+        self.skipped: list[ImageReadError] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        for batch, errors in self.loader:
+            if errors and not self.skip_bad_images:
+                raise errors[0]
+            for error in errors:
+                _logger.warning("skipped %s", error)
+            self.skipped.extend(errors)
+            if batch is not None:
+                yield batch
+
+
 def train_loader(
     dataset: Dataset,
     batch_size: int,
@@ -195,7 +261,7 @@ def train_loader(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
-) -> DataLoader:
+) -> ReadCheckedLoader:
     """A shuffled, drop-last loader whose order is fixed by ``(seed, epoch)`` (rank-sharded when distributed)."""
     from torch.utils.data import DistributedSampler, RandomSampler
 
@@ -207,7 +273,7 @@ def train_loader(
         sampler = RandomSampler(dataset, generator=generator)
     if len(dataset) // world_size < batch_size:
         raise ValueError(f"{len(dataset)} training images cannot fill one batch of {batch_size} per process")
-    return DataLoader(
+    return ReadCheckedLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -220,8 +286,22 @@ def train_loader(
 
 
 def eval_loader(
-    dataset: Dataset, batch_size: int, workers: int, rank: int = 0, world_size: int = 1, pin_memory: bool = False
-) -> DataLoader:
-    """Sequential loader over this rank's shard ``rank::world_size`` (no padding, so sums over ranks are exact)."""
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+    skip_bad_images: bool = False,
+) -> ReadCheckedLoader:
+    """Sequential loader over this rank's shard ``rank::world_size`` (no padding, so sums over ranks are exact).
+
+    An unreadable file raises its ``ImageReadError``; with ``skip_bad_images`` it is left out and listed in the
+    loader's ``skipped``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     shard = Subset(dataset, list(range(rank, len(dataset), world_size))) if world_size > 1 else dataset
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory)
+    return ReadCheckedLoader(
+        shard, skip_bad_images, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory
+    )

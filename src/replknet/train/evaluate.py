@@ -134,6 +134,7 @@ def evaluate_checkpoint(
     synthetic_size: int = 1000,
     synthetic_seed: int = 0,
     num_classes: int | None = None,
+    skip_bad_images: bool = False,
 ) -> dict:
     """Top-1/top-5 of a checkpoint (this library's, official or mmpretrain layouts) on an ImageFolder split.
 
@@ -143,7 +144,14 @@ def evaluate_checkpoint(
         data: ImageFolder root holding ``split/<class>/...``, or ``"synthetic"`` for the built-in shapes.
         image_size: evaluation resolution; default the model's pretrained config input size.
         num_classes: head size when there is no checkpoint to read it from.
+        skip_bad_images: leave out image files that cannot be read and list them under ``"skipped"`` (each
+            ``{"path", "error"}``); by default the first one raises ``ImageReadError`` naming it.
+
+    Returns:
+        ``evaluate``'s metrics over the readable images, the settings used, and ``"skipped"``.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     import replknet
     from replknet.train.data import SyntheticBatches, build_image_folder, eval_loader, eval_transform
 
@@ -170,7 +178,9 @@ def evaluate_checkpoint(
     else:
         size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
         dataset = build_image_folder(data, split, eval_transform(size, mean, std, cfg.get("interpolation", "bicubic")))
-        loader = eval_loader(dataset, batch_size, workers, pin_memory=torch_device.type == "cuda")
+        loader = eval_loader(
+            dataset, batch_size, workers, pin_memory=torch_device.type == "cuda", skip_bad_images=skip_bad_images
+        )
         num_classes = len(dataset.classes)
     if getattr(model, "num_classes", num_classes) != num_classes:
         raise ValueError(
@@ -178,4 +188,6 @@ def evaluate_checkpoint(
         )
     metrics = evaluate(model, loader, torch_device, amp, channels_last, progress=progress, desc=f"eval {split}")
     metrics.update(model=model_name, checkpoint=str(checkpoint), data=str(data), split=split, image_size=size)
+    skipped = getattr(loader, "skipped", [])
+    metrics["skipped"] = [{"path": error.path, "error": error.reason} for error in skipped]
     return metrics
