@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -175,10 +175,25 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     return model
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
+def _umask() -> int:
+    """The process umask, read without changing it where the system shows it (Linux ``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # the portable way: set and restore
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    A crash or error never leaves a partial file at ``path`` (the previous file, if any, stays intact).
+    A crash or error never leaves a partial file at ``path`` (the previous file, if any, stays intact). Missing
+    parent folders are created. The file gets the mode a plain ``open(path, "w")`` would give it
+    (``0o666 & ~umask``), not ``mkstemp``'s private 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,11 +201,18 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        # After writing: some writers (safetensors) replace the file they are given with a new 0600 one.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``atomic_write``)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:

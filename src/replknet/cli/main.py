@@ -27,7 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from replknet import __version__
+
     parser = argparse.ArgumentParser(prog="replknet", description="RepLKNet: large-kernel CNNs, fast and exact.")
+    parser.add_argument("--version", action="version", version=f"replknet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -52,10 +55,30 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory(respect_env=True)  # large tensors stop page-faulting (replknet.runtime)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
-        # Library errors already name the problem; show them without a traceback.
-        print(f"replknet {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError, KeyError, RuntimeError) as error:
+        # Library errors already name the problem (an unreadable image is a ValueError naming the file, an
+        # output path that cannot be used an OSError naming it): show them as one line, without a traceback.
+        print(f"replknet {args.command}: error: {describe_error(error)}", file=sys.stderr)
         return 2
+
+
+def describe_error(error: BaseException) -> str:
+    """The message of ``error`` for the command line, with the path it concerns.
+
+    An ``OSError`` raised by the system (``errno``, ``strerror``, ``filename``) reads "strerror: path"; an error
+    re-raised by a DataLoader from a worker process carries the worker's whole traceback as its text, of which
+    the last line is the original error.
+    """
+    if isinstance(error, OSError) and error.filename is not None:
+        message = f"{error.strerror or type(error).__name__}: {error.filename}"
+        if error.filename2 is not None:
+            message += f" -> {error.filename2}"
+        return message
+    message = str(error)
+    if "DataLoader worker process" in message and "Traceback" in message:
+        lines = [line for line in message.splitlines() if line.strip()]
+        return lines[-1].strip()
+    return message
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from replknet.checkpoint import atomic_write
 
 _logger = logging.getLogger(__name__)
 
@@ -175,20 +176,16 @@ def export_model(
     # Batch 2, not 1: the exporters specialise a dimension of size 1.
     example = torch.randn(2, in_chans, *input_size, generator=generator)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         # The reference depthwise op is plain F.conv2d, which every exporter and runtime knows.
         with impl_override("reference"), torch.no_grad():
             if fmt == "onnx":
                 _export_onnx(prepared, example, tmp, opset, dynamo)
             else:
                 _export_torchscript(prepared, example, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write)
     _logger.info("exported %s to %s", fmt, path)
     if not check:
         return ExportResult(path, fmt, None, None, None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +102,6 @@ def is_fused(model: nn.Module) -> bool:
     return family is not None and family.fusible and family.is_deploy_state_dict(model.state_dict())
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_model_folder(model: nn.Module, folder: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """Write ``model`` as a timm local-dir folder: ``model.safetensors`` and ``config.json``, each atomically.
 
@@ -123,6 +111,7 @@ def save_model_folder(model: nn.Module, folder: str | os.PathLike, metadata: dic
     from timm.models._hub import save_config_for_hf
 
     import replknet
+    from replknet.checkpoint import atomic_write
     from replknet.models._registry import family_of
 
     folder = Path(folder)
@@ -136,13 +125,8 @@ def save_model_folder(model: nn.Module, folder: str | os.PathLike, metadata: dic
         model_args[family.deploy_arg] = is_fused(model)
     info = {"format": "replknet", "architecture": architecture, **(metadata or {})}
     replknet.save_state_dict(model.state_dict(), folder / WEIGHTS_NAME, metadata=info)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config.", suffix=".json")
-    os.close(fd)
-    try:
-        save_config_for_hf(model, tmp, model_args=model_args)
-        _atomic_write_text(folder / CONFIG_NAME, Path(tmp).read_text(encoding="utf-8"))
-    finally:
-        os.unlink(tmp)
+    # timm writes the config to a path: write it to the temporary file of an atomic write.
+    atomic_write(folder / CONFIG_NAME, lambda tmp: save_config_for_hf(model, tmp, model_args=model_args))
     _logger.info("wrote %s and %s", folder / WEIGHTS_NAME, folder / CONFIG_NAME)
     return folder
 
