@@ -7,17 +7,23 @@ trainer scales them to the real global batch and accumulates gradients to reach 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from replknet.config import RunConfig
 
 __all__ = ["TrainConfig", "PRESETS", "get_preset", "list_presets", "scaled_lr", "accumulation_steps"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs. Defaults are the built-in CPU demo (``replknet train`` with no args)."""
+class TrainConfig(RunConfig):
+    """Everything a training run needs. Defaults are the built-in CPU demo (``replknet train`` with no args).
+
+    The bookkeeping (``output``, ``overwrite``, ``seed``, ``device``, ``log_every``, ``eval_every``, ``save_every``)
+    and ``replace``/``validate``/``to_dict``/``from_dict`` come from ``replknet.config.RunConfig``.
+    """
+
+    kind: ClassVar[str] = "training"
 
     # --- model
     model: str = "replknet_tiny"  # the smallest registered RepLKNet: kernels 31/29/27/13, fits 2 CPU cores
@@ -62,26 +68,19 @@ class TrainConfig:
     grad_checkpointing: bool = False
     sync_bn: bool = False
     compile: bool = False
-    # --- bookkeeping
-    seed: int = 0
-    output: str = "runs/demo"
+    # --- bookkeeping (RunConfig's fields, with this run's defaults and units)
+    output: str = "runs/demo"  # summary.json in it marks a finished run, refused unless ``overwrite``
     eval_every: int = 1  # epochs between validations (the last epoch is always validated)
     save_every: int = 1  # epochs between training checkpoints (the last epoch always)
-    log_every: int = 10  # steps between JSONL step records
+    log_every: int = 10  # updates between JSONL step records
     fuse: bool = True  # re-parameterise at the end, evaluate and save the fused model
     deterministic: bool = False
     preset: str = "demo"
     notes: tuple[str, ...] = field(default=())
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes``; unknown names raise ``ValueError`` naming them."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}")
-        return dataclasses.replace(self, **changes)
-
     def validate(self) -> TrainConfig:
         """Check value ranges; raises ``ValueError`` naming the bad option."""
+        super().validate()
         positive = ("image_size", "epochs", "batch_size", "recipe_batch", "synthetic_train_size", "synthetic_val_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -102,19 +101,6 @@ class TrainConfig:
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        values = dict(values)
-        if "notes" in values:
-            values["notes"] = tuple(values["notes"])
-        return cls().replace(**values)
 
 
 # The recipes of the paper (official README "Training"; spec section 7). Each preset is the official command's

@@ -22,13 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from replknet.checkpoint import atomic_write_text
+from replknet.outputs import check_output_dir
 from replknet.train.config import TrainConfig, accumulation_steps, scaled_lr
-from replknet.train.distributed import DistributedState, broadcast_flag, cleanup_distributed, init_distributed
+from replknet.train.distributed import DistributedState, cleanup_distributed, init_distributed
 from replknet.train.evaluate import autocast, evaluate, synthetic_shape_bias
+from replknet.train.guards import NonFiniteLossError, stop_if_not_finite
+from replknet.train.log import METRICS_NAME, MetricsLog
 from replknet.train.optim import build_optimizer, build_scheduler
-from replknet.train.state import capture_rng_state, load_training_state, restore_rng_state, save_training_state
+from replknet.train.state import gather_rng_states, load_training_state, restore_rng_states, save_training_state
 
-__all__ = ["NonFiniteLossError", "TrainResult", "train", "CHECKPOINT_NAME"]
+__all__ = ["NonFiniteLossError", "TrainResult", "train", "is_finished_run", "CHECKPOINT_NAME"]
 
 _logger = logging.getLogger(__name__)
 
@@ -37,12 +41,15 @@ MODEL_NAME = "model.safetensors"  # trained weights (training form)
 EMA_NAME = "model_ema.safetensors"
 FUSED_NAME = "model_fused.safetensors"  # re-parameterised (deploy form)
 CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.jsonl"
-SUMMARY_NAME = "summary.json"
+SUMMARY_NAME = "summary.json"  # written when the last epoch is done: it marks a finished run
+# What a run writes; a fresh run in a folder that holds them (``overwrite``, or an unfinished run started again
+# without ``resume``) removes them first, so that nothing of the old run is mistaken for the new one's.
+RUN_FILES = (CHECKPOINT_NAME, MODEL_NAME, EMA_NAME, FUSED_NAME, CONFIG_NAME, METRICS_NAME, SUMMARY_NAME)
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped and the last good checkpoint was left as it was."""
+def is_finished_run(folder: str | Path) -> bool:
+    """True when ``folder`` holds a run that completed all its epochs (its ``summary.json``)."""
+    return (Path(folder) / SUMMARY_NAME).is_file()
 
 
 @dataclass
@@ -200,36 +207,6 @@ def _criterion_and_mixup(config: TrainConfig, num_classes: int):
     return nn.CrossEntropyLoss(), None
 
 
-class _MetricsLog:
-    """JSONL records (and TensorBoard scalars when ``tensorboard`` is installed), main process only."""
-
-    def __init__(self, output_dir: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = output_dir / METRICS_NAME
-        self.writer = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(output_dir / "tensorboard"))
-            except ImportError:
-                _logger.debug("tensorboard is not installed: JSONL metrics only")
-
-    def write(self, record: dict, step: int) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("epoch", "step"):
-                    self.writer.add_scalar(f"{record.get('kind', 'train')}/{key}", value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 # ---------------------------------------------------------------------------------------------- one epoch
 @dataclass
 class _Loop:
@@ -255,7 +232,7 @@ def _train_one_epoch(
     loader,
     epoch: int,
     dist_state: DistributedState,
-    log: _MetricsLog,
+    log: MetricsLog,
     progress: bool,
 ) -> dict[str, float]:
     from tqdm.auto import tqdm
@@ -289,12 +266,11 @@ def _train_one_epoch(
             with sync:
                 with autocast(device, config.amp):
                     loss = loop.criterion(loop.model(x), y)
-                bad = not bool(torch.isfinite(loss.detach()).item())
-                if broadcast_flag(bad, device):
-                    raise NonFiniteLossError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, update {loop.num_updates + 1} "
-                        f"(lr {loop.optimizer.param_groups[0]['lr']:.3g}); training stopped"
-                    )
+                where = (
+                    f"at epoch {epoch + 1}, update {loop.num_updates + 1} "
+                    f"(lr {loop.optimizer.param_groups[0]['lr']:.3g})"
+                )
+                stop_if_not_finite(loss, device, where)  # on every process, when it happens on any
                 scaled = loss / loop.accum
                 if loop.scaler is not None:
                     loop.scaler.scale(scaled).backward()
@@ -340,7 +316,7 @@ def _train_one_epoch(
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def _training_state(config: TrainConfig, loop: _Loop, epoch: int, history: list[dict]) -> dict:
+def _training_state(config: TrainConfig, loop: _Loop, epoch: int, history: list[dict], rng: list[dict]) -> dict:
     return {
         "format": "replknet-train-v1",
         "model": loop.module.state_dict(),
@@ -350,7 +326,7 @@ def _training_state(config: TrainConfig, loop: _Loop, epoch: int, history: list[
         "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
         "epoch": epoch,  # epochs completed
         "step": loop.num_updates,
-        "rng": capture_rng_state(),
+        "rng": rng,  # every process's random state, in rank order (gather_rng_states)
         "config": config.to_json(),
         "history": json.dumps(history),
     }
@@ -359,7 +335,9 @@ def _training_state(config: TrainConfig, loop: _Loop, epoch: int, history: list[
 _RESUME_MUST_MATCH = ("model", "data", "image_size", "epochs", "batch_size", "recipe_batch", "seed")
 
 
-def _restore(state: dict, config: TrainConfig, loop: _Loop, path: Path) -> tuple[int, list[dict]]:
+def _restore(
+    state: dict, config: TrainConfig, loop: _Loop, path: Path, dist_state: DistributedState
+) -> tuple[int, list[dict]]:
     saved = TrainConfig.from_dict(json.loads(state["config"]))
     changed = [name for name in _RESUME_MUST_MATCH if getattr(saved, name) != getattr(config, name)]
     if changed:
@@ -375,7 +353,7 @@ def _restore(state: dict, config: TrainConfig, loop: _Loop, path: Path) -> tuple
     if loop.scaler is not None and state.get("scaler") is not None:
         loop.scaler.load_state_dict(state["scaler"])
     loop.num_updates = int(state["step"])
-    restore_rng_state(state["rng"])
+    restore_rng_states(state["rng"], dist_state.rank, dist_state.world_size)
     loop.scheduler.step_update(num_updates=loop.num_updates)
     return int(state["epoch"]), json.loads(state.get("history", "[]"))
 
@@ -395,22 +373,36 @@ def train(
         resume: a training checkpoint (``checkpoint.pt``) or an output directory holding one; training continues
             exactly where it stopped (same data order, RNG, optimizer and schedule).
         progress: tqdm progress bars (main process only).
-        device: ``"cpu"``/``"cuda"``; default CUDA when available.
+        device: ``"cpu"``/``"cuda"``; overrides ``config.device`` (default: CUDA when available).
         stop_after_epochs: stop after this many epochs in this call, with the schedule still spanning
             ``config.epochs`` (a pre-emptible job; resume later).
 
+    The run folder (``config.output``) is checked before any work: a file in its place, a finished run
+    (``summary.json``), or an unfinished one (``checkpoint.pt``) that is not resumed, is refused unless
+    ``config.overwrite``; it is created only once the model, the data and the checkpoint to resume are loaded, so
+    a refused run leaves nothing behind.
+
     Raises:
-        NonFiniteLossError: the loss became NaN/inf; the checkpoint of the last completed epoch is untouched.
+        NonFiniteLossError: the loss became NaN/inf (on any process; every process raises it); the checkpoint of
+            the last completed epoch is untouched.
+        NotADirectoryError, FileExistsError, PermissionError: ``config.output`` cannot take the run.
     """
     import replknet
 
     config.validate()
     run_start = time.perf_counter()
-    dist_state = init_distributed(device)
+    check_output_dir(config.output, overwrite=config.overwrite, finished=is_finished_run, what="run folder")
+    interrupted = Path(config.output) / CHECKPOINT_NAME
+    if resume is None and not config.overwrite and interrupted.is_file() and not is_finished_run(config.output):
+        raise FileExistsError(
+            f"run folder {config.output} holds an unfinished run ({interrupted}); continue it with resume "
+            f"(--resume {config.output}) or start it over with overwrite"
+        )
+    dist_state = init_distributed(device if device is not None else config.device)
     try:
         return _run(config, resume, progress, dist_state, stop_after_epochs, run_start, replknet)
     finally:
-        if dist_state.distributed:
+        if dist_state.owned:
             cleanup_distributed()
 
 
@@ -418,8 +410,6 @@ def _run(config, resume, progress, dist_state, stop_after_epochs, run_start, rep
     from timm.utils import ModelEmaV3
 
     output_dir = Path(config.output)
-    if dist_state.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     _seed_everything(config.seed + dist_state.rank)
@@ -491,12 +481,17 @@ def _run(config, resume, progress, dist_state, stop_after_epochs, run_start, rep
         resume_path = Path(resume)
         if resume_path.is_dir():
             resume_path = resume_path / CHECKPOINT_NAME
-        start_epoch, history = _restore(load_training_state(resume_path), config, loop, resume_path)
+        state = load_training_state(resume_path)
+        start_epoch, history = _restore(state, config, loop, resume_path, dist_state)
         _logger.info("resumed %s at epoch %d, update %d", resume_path, start_epoch, loop.num_updates)
     if dist_state.is_main:
-        (output_dir / CONFIG_NAME).write_text(config.to_json())
+        output_dir.mkdir(parents=True, exist_ok=True)  # checked before any work (train)
+        if resume is None:
+            for name in RUN_FILES:  # a fresh run: nothing of an earlier one stays to be mistaken for it
+                (output_dir / name).unlink(missing_ok=True)
+        atomic_write_text(output_dir / CONFIG_NAME, config.to_json())
 
-    log = _MetricsLog(output_dir, dist_state.is_main)
+    log = MetricsLog(output_dir, dist_state.is_main, resume_step=None if resume is None else loop.num_updates)
     end_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)
     train_seconds, rates, val_metrics, ema_metrics = 0.0, [], {}, None
     try:
@@ -527,8 +522,10 @@ def _run(config, resume, progress, dist_state, stop_after_epochs, run_start, rep
                     f"{val_metrics['top1']:.2f}%" if "val_top1" in record else "-",
                     stats["img_per_s"],
                 )
-                if (epoch + 1) % config.save_every == 0 or epoch + 1 == end_epoch:
-                    save_training_state(checkpoint_path, _training_state(config, loop, epoch + 1, history))
+            if (epoch + 1) % config.save_every == 0 or epoch + 1 == end_epoch:
+                rng = gather_rng_states()  # on every process: each one's streams go into the checkpoint
+                if dist_state.is_main:
+                    save_training_state(checkpoint_path, _training_state(config, loop, epoch + 1, history, rng))
     finally:
         log.close()
 
@@ -550,8 +547,8 @@ def _run(config, resume, progress, dist_state, stop_after_epochs, run_start, rep
     if end_epoch == config.epochs:
         _finish(config, result, module, ema, data, dist_state)
     result.total_seconds = time.perf_counter() - run_start
-    if dist_state.is_main:
-        (output_dir / SUMMARY_NAME).write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    if dist_state.is_main and end_epoch == config.epochs:  # the marker of a finished run, written last
+        atomic_write_text(output_dir / SUMMARY_NAME, json.dumps(result.to_dict(), indent=2, default=str))
     return result
 
 

@@ -1,7 +1,9 @@
 """The full training state on disk: written atomically, read with ``weights_only=True``.
 
 Model, EMA, optimizer, grad scaler, scheduler, epoch/step counters and every RNG state (torch CPU, CUDA, numpy,
-Python ``random``), all as tensors and plain containers so that no arbitrary object is pickled.
+Python ``random``) of every process, all as tensors and plain containers so that no arbitrary object is pickled.
+Both engines (``replknet.train``, ``replknet.seg``) save and restore their RNG states with ``gather_rng_states`` /
+``restore_rng_states``: under DDP each process gets back its own streams, so a resumed run is exact.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["save_training_state", "load_training_state", "capture_rng_state", "restore_rng_state"]
+__all__ = [
+    "capture_rng_state",
+    "gather_rng_states",
+    "load_training_state",
+    "restore_rng_state",
+    "restore_rng_states",
+    "save_training_state",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -49,6 +58,37 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((int(state["python_version"]), py_state, None if np.isnan(gauss) else gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every process's ``capture_rng_state()``, in rank order (a collective under DDP: call it on every process)."""
+    import torch.distributed as dist
+
+    state = capture_rng_state()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def restore_rng_states(states: list[dict[str, Any]] | dict[str, Any], rank: int = 0, world_size: int = 1) -> bool:
+    """Restore this process's entry of ``gather_rng_states()``; False (and a warning) when the process count changed.
+
+    A single state (a checkpoint written before states were gathered per process) counts as one process's.
+    """
+    if isinstance(states, dict):
+        states = [states]
+    if len(states) != world_size:
+        _logger.warning(
+            "the checkpoint holds the random state of %d process(es), this run has %d: the random streams start "
+            "afresh, so the resumed run will not repeat the uninterrupted one exactly",
+            len(states),
+            world_size,
+        )
+        return False
+    restore_rng_state(states[rank])
+    return True
 
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
