@@ -78,8 +78,8 @@ def test_resume_continues_exactly(tmp_path):
     def config(out, iterations, resume=None, stop_after=None):
         return TrainConfig(
             backbone="replknet_tiny_k3", iterations=iterations, batch_size=4, image_size=64, train_samples=12,
-            val_samples=2, channels=16, aux_channels=8, warmup_iters=2, eval_interval=100, checkpoint_interval=2,
-            output_dir=str(out), resume=resume, stop_after=stop_after, progress=False, save_png=0,
+            val_samples=2, channels=16, aux_channels=8, warmup_iters=2, eval_every=100, save_every=2,
+            output=str(out), resume=resume, stop_after=stop_after, progress=False, save_png=0,
         )  # fmt: skip
 
     straight = train(config(tmp_path / "a", 5))
@@ -94,14 +94,15 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed["final"]["mIoU"] == straight["final"]["mIoU"]
     # A different model cannot resume from it.
     with pytest.raises(ValueError, match="model settings differ"):
-        train(TrainConfig(**{**config(tmp_path / "b", 6, "auto").__dict__, "channels": 8}))
+        train(config(tmp_path / "c", 6, resume=str(tmp_path / "b" / "last.pth")).replace(channels=8))
+    assert not (tmp_path / "c").exists()  # a refused run leaves nothing behind
 
 
 def test_bad_options_are_named(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset"):
         train(TrainConfig(dataset="voc"))
     with pytest.raises(ValueError, match="needs --data-root"):
-        train(TrainConfig(dataset="ade20k", output_dir=str(tmp_path)))
+        train(TrainConfig(dataset="ade20k", output=str(tmp_path)))
     assert main(["seg-eval", str(tmp_path / "missing.pth")]) == 2
 
 
@@ -139,7 +140,7 @@ def test_amp_training_step_on_cpu(tmp_path):
             aux_channels=8,
             warmup_iters=1,
             amp=True,
-            output_dir=str(tmp_path),
+            output=str(tmp_path),
             progress=False,
             save_png=0,
         )  # fmt: skip
@@ -154,4 +155,4 @@ def test_resume_from_a_foreign_checkpoint_is_refused(tmp_path):
     path = tmp_path / "weights.pth"
     torch.save({"stem.0.conv.weight": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="not a seg-train checkpoint"):
-        train(TrainConfig(resume=str(path), output_dir=str(tmp_path), train_samples=8, val_samples=2, progress=False))
+        train(TrainConfig(resume=str(path), output=str(tmp_path), train_samples=8, val_samples=2, progress=False))

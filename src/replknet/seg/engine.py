@@ -5,11 +5,18 @@ poly learning-rate decay (power 1, to 0) after a linear warm-up (ratio 1e-6, 400
 on the decode head plus 0.4 times that of the auxiliary head. Runs single-process or under ``torchrun`` (DDP,
 gloo on CPU, NCCL on GPU), with optional AMP; checkpoints are written atomically and hold only what
 ``torch.load(weights_only=True)`` reads back, so training resumes exactly from the last one.
+
+It stands on the classification engine's parts (``replknet.train``): the distributed set-up, the non-finite-loss
+stop taken by every process at once, every process's RNG state in the checkpoint, the ``metrics.jsonl`` writer,
+the atomic writer and the configuration base (``replknet.config.RunConfig``).
+
+The run folder (``output``) holds ``last.pth`` (the training state), ``metrics.jsonl`` (the loss every
+``log_every`` iterations and each evaluation) and, once the last iteration is done, ``metrics.json`` (the history
+and the final metrics), which marks a finished run: a new run there is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -18,34 +25,61 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from replknet.checkpoint import atomic_torch_save, atomic_write_text
+from replknet.config import RunConfig
+from replknet.outputs import check_output_dir
 from replknet.seg.data import DATASET_SPECS, build_dataset, denormalize, palette, save_prediction_png
 from replknet.seg.inference import PAPER_MS_RATIOS, aug_inference, inference
 from replknet.seg.metrics import ConfusionMatrix
 from replknet.seg.model import RepLKNetUperNet, SegmentorConfig
+from replknet.train.distributed import DistributedState, barrier, cleanup_distributed, init_distributed
+from replknet.train.guards import NonFiniteLossError, stop_if_not_finite
+from replknet.train.log import METRICS_NAME, MetricsLog
+from replknet.train.state import gather_rng_states, restore_rng_states
 
 __all__ = [
+    "CHECKPOINT_NAME",
+    "SUMMARY_NAME",
     "TrainConfig",
     "EvalConfig",
     "poly_lr",
     "build_optimizer",
     "train",
     "evaluate",
-    "save_training_checkpoint",
+    "is_finished_run",
     "load_segmentor",
 ]
 
 _logger = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainConfig:
-    """Options of ``replknet seg-train``; ``None`` fields take the dataset's default (``dataset_defaults``)."""
+CHECKPOINT_NAME = "last.pth"  # the latest training state
+SUMMARY_NAME = "metrics.json"  # written when the last iteration is done: it marks a finished run
+PREDICTIONS_DIR = "predictions"
+
+
+def is_finished_run(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` holds a seg-train run that completed all its iterations (its ``metrics.json``)."""
+    return (Path(folder) / SUMMARY_NAME).is_file()
+
+
+@dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """Options of ``replknet seg-train``; ``None`` fields take the dataset's default (``DATASET_DEFAULTS``).
+
+    The bookkeeping (``output``, ``overwrite``, ``seed``, ``device``, ``log_every``, ``eval_every``, ``save_every``)
+    and ``replace``/``validate``/``to_dict``/``from_dict`` come from ``replknet.config.RunConfig``; here the
+    intervals count iterations.
+    """
+
+    kind: ClassVar[str] = "segmentation training"
 
     dataset: str = "synthetic"
     data_root: str | None = None
@@ -65,18 +99,17 @@ class TrainConfig:
     power: float = 1.0
     min_lr: float = 0.0
     crop_size: int | None = None
-    eval_interval: int | None = None
+    eval_every: int | None = None  # iterations between evaluations (the last iteration is always evaluated)
     eval_mode: str = "whole"
     eval_crop: int | None = None
     eval_stride: int | None = None
-    checkpoint_interval: int | None = None
-    output_dir: str = "runs/seg"
-    resume: str | None = None  # a checkpoint path, or "auto" for output_dir/last.pth when it exists
+    save_every: int | None = None  # iterations between checkpoints (the last iteration always)
+    output: str = "runs/seg"
+    # A checkpoint (or a run folder holding last.pth), or "auto": output/last.pth when it holds an unfinished run.
+    resume: str | None = None
     stop_after: int | None = None  # end this run after so many iterations (checkpoint written), e.g. a time-limited job
     amp: bool = False
-    seed: int = 0
     num_workers: int = 0
-    device: str = "auto"
     image_size: int = 96  # synthetic only
     train_samples: int | None = None  # synthetic only
     val_samples: int | None = None  # synthetic only
@@ -99,8 +132,8 @@ DATASET_DEFAULTS: dict[str, dict] = {
         batch_size=8,
         lr=2e-3,
         warmup_iters=20,
-        eval_interval=100,
-        checkpoint_interval=100,
+        eval_every=100,
+        save_every=100,
         train_samples=512,
         val_samples=64,
     ),
@@ -113,8 +146,8 @@ DATASET_DEFAULTS: dict[str, dict] = {
         batch_size=2,
         lr=2e-4,
         warmup_iters=400,
-        eval_interval=2000,
-        checkpoint_interval=2000,
+        eval_every=2000,
+        save_every=2000,
     ),
     "cityscapes": dict(
         backbone="replknet_31b",
@@ -125,8 +158,8 @@ DATASET_DEFAULTS: dict[str, dict] = {
         batch_size=2,
         lr=2e-4,
         warmup_iters=400,
-        eval_interval=2000,
-        checkpoint_interval=2000,
+        eval_every=2000,
+        save_every=2000,
     ),
 }
 
@@ -135,11 +168,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     """Fill ``None`` fields from the dataset's defaults and check the values."""
     if config.dataset not in DATASET_DEFAULTS:
         raise ValueError(f"unknown dataset {config.dataset!r}; datasets: {sorted(DATASET_DEFAULTS)}")
-    values = dataclasses.asdict(config)
-    for key, default in DATASET_DEFAULTS[config.dataset].items():
-        if values.get(key) is None:
-            values[key] = default
-    resolved = TrainConfig(**values)
+    defaults = {key: value for key, value in DATASET_DEFAULTS[config.dataset].items() if getattr(config, key) is None}
+    resolved = config.replace(**defaults).validate()
     for key in ("iterations", "batch_size", "channels"):
         if getattr(resolved, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(resolved, key)}")
@@ -186,41 +216,7 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05) -> 
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
 
 
-# ---------------------------------------------------------------------------------------------- distributed
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owned: bool = False  # this module created the process group (and destroys it at the end)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device: torch.device) -> _Dist:
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
-        return _Dist()
-    owned = not dist.is_initialized()
-    if owned:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), owned)
-
-
-def _pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available")
-        if name == "cuda":
-            name = f"cuda:{local_rank}"
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)
-
-
+# ---------------------------------------------------------------------------------------------- data order
 class ResumableSampler(Sampler[int]):
     """Shuffled indices per epoch (seeded by seed + epoch), split over ranks, starting at a given batch.
 
@@ -261,24 +257,16 @@ class _LossModule(nn.Module):
         super().__init__()
         self.segmentor, self.ignore_index = segmentor, ignore_index
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         main, aux = self.segmentor.forward_train(images)
-        loss_main = nn.functional.cross_entropy(main.float(), targets, ignore_index=self.ignore_index)
-        total = loss_main
+        loss = nn.functional.cross_entropy(main.float(), targets, ignore_index=self.ignore_index)
         if aux is not None:
             aux_loss = nn.functional.cross_entropy(aux.float(), targets, ignore_index=self.ignore_index)
-            total = total + self.segmentor.config.aux_loss_weight * aux_loss
-        return total, loss_main.detach()
+            loss = loss + self.segmentor.config.aux_loss_weight * aux_loss
+        return loss
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def save_training_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """``torch.save`` to a temp file in the same folder, then rename: a crash never leaves a partial file."""
-    from replknet.checkpoint import atomic_torch_save
-
-    return atomic_torch_save(state, path)
-
-
 def load_segmentor(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> RepLKNetUperNet:
     """Rebuild a segmentor from a ``seg-train`` checkpoint (its embedded config) and load its weights."""
     from replknet.checkpoint import CheckpointError, read_checkpoint
@@ -383,20 +371,57 @@ def _log_metrics(metrics: dict, iteration: int) -> None:
     )
 
 
+def _resume_path(config: TrainConfig) -> Path | None:
+    """The checkpoint to resume from; refuses to start afresh over an unfinished run unless ``overwrite``."""
+    out_dir = Path(config.output)
+    last = out_dir / CHECKPOINT_NAME
+    if config.resume == "auto":
+        # A finished run (allowed here only with overwrite) starts over; an unfinished one continues.
+        return last if last.is_file() and not is_finished_run(out_dir) else None
+    if config.resume is not None:
+        path = Path(config.resume)
+        return path / CHECKPOINT_NAME if path.is_dir() else path
+    if last.is_file() and not is_finished_run(out_dir) and not config.overwrite:
+        raise FileExistsError(
+            f"output folder {out_dir} holds an unfinished run ({last}); continue it with resume='auto' "
+            "(--resume auto) or start it over with overwrite"
+        )
+    return None
+
+
 def train(config: TrainConfig) -> dict:
     """Train a RepLKNet-UperNet as configured; returns ``{"history": [...], "final": metrics, ...}``.
 
-    Writes ``output_dir/last.pth`` (resumable), ``output_dir/metrics.json`` and colour-coded predictions under
-    ``output_dir/predictions/``.
+    Writes ``output/last.pth`` (resumable), ``output/metrics.jsonl`` (loss and evaluations as they come),
+    ``output/metrics.json`` (when the last iteration is done) and colour-coded predictions under
+    ``output/predictions/``. The folder is checked before any work (a file in its place, a finished run, or an
+    unfinished one that is not resumed, are refused unless ``overwrite``) and created only once the model and the
+    checkpoint to resume are loaded, so a refused run leaves nothing behind.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf on any process (every process raises it); the last checkpoint
+            is left as it was.
+        NotADirectoryError, FileExistsError, PermissionError: ``output`` cannot take the run.
     """
+    config = resolve_config(config)
+    check_output_dir(config.output, overwrite=config.overwrite, finished=is_finished_run, what="output folder")
+    resume = _resume_path(config)
+    dist_state = init_distributed(config.device)
+    try:
+        return _train(config, resume, dist_state)
+    finally:
+        if dist_state.owned:
+            cleanup_distributed()
+
+
+def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> dict:
     from tqdm import tqdm
 
-    config = resolve_config(config)
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = _pick_device(config.device, local_rank)
-    env = _setup_distributed(device)
+    from replknet.checkpoint import read_checkpoint
+
+    device = env.device
     torch.manual_seed(config.seed + env.rank)
-    out_dir = Path(config.output_dir)
+    out_dir = Path(config.output)
     spec = DATASET_SPECS[config.dataset]
 
     crop = (config.crop_size,) * 2 if config.crop_size else None
@@ -437,12 +462,7 @@ def train(config: TrainConfig) -> dict:
     autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     start_iteration, history = 0, []
-    resume = config.resume
-    if resume == "auto":
-        resume = str(out_dir / "last.pth") if (out_dir / "last.pth").is_file() else None
-    if resume:
-        from replknet.checkpoint import read_checkpoint
-
+    if resume is not None:
         state = read_checkpoint(resume)
         missing = [key for key in ("segmentor", "model", "optimizer", "iteration") if key not in state]
         if missing:
@@ -457,11 +477,17 @@ def train(config: TrainConfig) -> dict:
         if use_scaler and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_iteration, history = int(state["iteration"]), list(state.get("history", []))
-        if env.rank == 0 and "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])
-        else:
-            torch.manual_seed(config.seed + env.rank + 7919 * start_iteration)
+        if "rng" not in state or not restore_rng_states(state["rng"], env.rank, env.world_size):
+            torch.manual_seed(config.seed + env.rank + 7919 * start_iteration)  # a fresh stream, not a repeated one
         _logger.info("resumed from %s at iteration %d", resume, start_iteration)
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)  # checked before any work (train)
+        if resume is None:
+            for name in (CHECKPOINT_NAME, SUMMARY_NAME, METRICS_NAME):  # nothing of an earlier run stays
+                (out_dir / name).unlink(missing_ok=True)
+            for old in (out_dir / PREDICTIONS_DIR).glob("pred_*.png"):
+                old.unlink()
+    log = MetricsLog(out_dir, env.is_main, resume_step=None if resume is None else start_iteration)
 
     module = _LossModule(model, ignore_index=255)
     if env.world_size > 1:
@@ -477,98 +503,103 @@ def train(config: TrainConfig) -> dict:
     )  # fmt: skip
     colors = palette(spec.num_classes, config.dataset)
 
-    def _state(iteration: int) -> dict:
-        return dict(
+    saved_at = [start_iteration if resume is not None else None]  # the iteration of the last checkpoint
+
+    def _save(iteration: int) -> None:
+        rng = gather_rng_states()  # on every process: each one's streams go into the checkpoint
+        saved_at[0] = iteration
+        if not env.is_main:
+            return
+        state = dict(
             model=model.state_dict(),
             optimizer=optimizer.state_dict(),
             scaler=scaler.state_dict() if use_scaler else {},
             iteration=iteration,
             segmentor=segmentor_config.to_dict(),
-            train_config=dataclasses.asdict(config),
+            train_config=config.to_dict(),
             history=history,
-            torch_rng=torch.get_rng_state(),
+            rng=rng,
         )
+        atomic_torch_save(state, out_dir / CHECKPOINT_NAME)
+
+    def _evaluate(iteration: int, last: bool) -> dict:
+        metrics = evaluate(
+            model, val_set, eval_config, device, class_names,
+            png_dir=out_dir / PREDICTIONS_DIR if last else None, num_png=config.save_png if last else 0,
+            colors=colors, progress=config.progress,
+        )  # fmt: skip
+        row = dict(iteration=iteration, mIoU=metrics["mIoU"], mAcc=metrics["mAcc"], aAcc=metrics["aAcc"])
+        history.append(row)
+        log.write({"kind": "eval", "step": iteration, **{k: v for k, v in row.items() if k != "iteration"}}, iteration)
+        if env.is_main:
+            _log_metrics(metrics, iteration)
+        return metrics
 
     if config.eval_at_start and start_iteration == 0:
-        metrics = evaluate(model, val_set, eval_config, device, class_names, progress=config.progress)
-        history.append(dict(iteration=0, mIoU=metrics["mIoU"], mAcc=metrics["mAcc"], aAcc=metrics["aAcc"]))
-        if env.is_main:
-            _log_metrics(metrics, 0)
+        _evaluate(0, last=False)
 
     iteration, interrupted, metrics = start_iteration, False, None
     epoch, skip = divmod(iteration, sampler.batches_per_epoch)
     bar = tqdm(
         total=config.iterations, initial=iteration, desc="seg-train", disable=not (config.progress and env.is_main)
     )
-    started, losses = time.perf_counter(), []
+    started = time.perf_counter()
     module.train()
-    while iteration < config.iterations:
-        sampler.set_epoch(epoch, start_batch=skip)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
-        for images, targets in loader:
-            lr = poly_lr(
-                iteration, config.lr, config.iterations, config.power, config.min_lr, config.warmup_iters,
-                config.warmup_ratio,
-            )  # fmt: skip
-            _set_lr(optimizer, lr)
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=config.amp):
-                loss, loss_main = module(images, targets)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"loss is {loss.item()} at iteration {iteration}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            iteration += 1
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
-            last = iteration == config.iterations
-            interrupted = (
-                not last and config.stop_after is not None and iteration - start_iteration >= config.stop_after
-            )
-            if interrupted:
-                if env.is_main:
-                    save_training_checkpoint(out_dir / "last.pth", _state(iteration))
+    try:
+        while iteration < config.iterations and not interrupted:
+            sampler.set_epoch(epoch, start_batch=skip)
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            for images, targets in loader:
+                lr = poly_lr(
+                    iteration, config.lr, config.iterations, config.power, config.min_lr, config.warmup_iters,
+                    config.warmup_ratio,
+                )  # fmt: skip
+                _set_lr(optimizer, lr)
+                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=config.amp):
+                    loss = module(images, targets)
+                stop_if_not_finite(loss, device, f"at iteration {iteration + 1} (lr {lr:.3g})")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                iteration += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+                if iteration % config.log_every == 0:
+                    log.write({"kind": "step", "step": iteration, "loss": loss.item(), "lr": lr}, iteration)
+                last = iteration == config.iterations
+                interrupted = (
+                    not last and config.stop_after is not None and iteration - start_iteration >= config.stop_after
+                )
+                if interrupted:
+                    _save(iteration)
                     _logger.info("stopping at iteration %d (stop_after=%d); resume with resume='auto'", iteration,
                                  config.stop_after)  # fmt: skip
-                break
-            if iteration % config.eval_interval == 0 or last:
-                metrics = evaluate(
-                    model, val_set, eval_config, device, class_names,
-                    png_dir=out_dir / "predictions" if last else None, num_png=config.save_png if last else 0,
-                    colors=colors, progress=config.progress,
-                )  # fmt: skip
-                history.append(dict(
-                    iteration=iteration, mIoU=metrics["mIoU"], mAcc=metrics["mAcc"], aAcc=metrics["aAcc"],
-                    loss=float(sum(losses[-20:]) / len(losses[-20:])),
-                ))  # fmt: skip
-                if env.is_main:
-                    _log_metrics(metrics, iteration)
-                module.train()
-            if env.is_main and (iteration % config.checkpoint_interval == 0 or last):
-                save_training_checkpoint(out_dir / "last.pth", _state(iteration))
-            if last:
-                break
-        if interrupted:
-            break
-        epoch, skip = epoch + 1, 0
-    bar.close()
+                    break
+                if iteration % config.eval_every == 0 or last:
+                    metrics = _evaluate(iteration, last)
+                    module.train()
+                if iteration % config.save_every == 0 or last:
+                    _save(iteration)
+                if last:
+                    break
+            epoch, skip = epoch + 1, 0
+    except NonFiniteLossError as error:
+        checkpoint = out_dir / CHECKPOINT_NAME
+        kept = f"{checkpoint} (iteration {saved_at[0]})" if saved_at[0] is not None else "none was written yet"
+        raise NonFiniteLossError(f"{error}; lower the learning rate; the last good checkpoint is {kept}") from None
+    finally:
+        bar.close()
+        log.close()
     elapsed = time.perf_counter() - started
-    final = metrics
     result = dict(
-        history=history, final=final, seconds=elapsed, iterations=config.iterations, config=dataclasses.asdict(config)
+        history=history, final=metrics, seconds=elapsed, iterations=config.iterations, config=config.to_dict()
     )
-    if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        serialisable = {k: v for k, v in result.items()}
-        (out_dir / "metrics.json").write_text(json.dumps(serialisable, indent=1, default=_json_default))
-    if env.world_size > 1:
-        dist.barrier()
-        if env.owned:
-            dist.destroy_process_group()
+    if env.is_main and iteration == config.iterations:  # the marker of a finished run, written last
+        atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(result, indent=1, default=_json_default))
+    barrier()
     return result
 
 
