@@ -251,19 +251,14 @@ class ResumableSampler(Sampler[int]):
 
 
 class _LossModule(nn.Module):
-    """Wraps the segmentor so that the loss is computed inside ``forward`` (what DDP synchronises)."""
+    """Puts the segmentor's own ``loss`` inside ``forward`` (what DDP synchronises)."""
 
     def __init__(self, segmentor: RepLKNetUperNet, ignore_index: int) -> None:
         super().__init__()
         self.segmentor, self.ignore_index = segmentor, ignore_index
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        main, aux = self.segmentor.forward_train(images)
-        loss = nn.functional.cross_entropy(main.float(), targets, ignore_index=self.ignore_index)
-        if aux is not None:
-            aux_loss = nn.functional.cross_entropy(aux.float(), targets, ignore_index=self.ignore_index)
-            loss = loss + self.segmentor.config.aux_loss_weight * aux_loss
-        return loss
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.segmentor.loss(images, targets, self.ignore_index)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -558,7 +553,7 @@ def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> d
                 _set_lr(optimizer, lr)
                 images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=config.amp):
-                    loss = module(images, targets)
+                    loss, parts = module(images, targets)
                 stop_if_not_finite(loss, device, f"at iteration {iteration + 1} (lr {lr:.3g})")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -568,7 +563,7 @@ def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> d
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
                 if iteration % config.log_every == 0:
-                    log.write({"kind": "step", "step": iteration, "loss": loss.item(), "lr": lr}, iteration)
+                    log.write({"kind": "step", "step": iteration, "loss": loss.item(), **parts, "lr": lr}, iteration)
                 last = iteration == config.iterations
                 interrupted = (
                     not last and config.stop_after is not None and iteration - start_iteration >= config.stop_after
