@@ -127,24 +127,23 @@ def _losses(path: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_seconds")} for r in records]
 
 
-@pytest.fixture(scope="module")
-def train_launch(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ddp_train")
-    done = _launch("train", out)
-    assert done is not None or (out / "resume.rank0.json").is_file(), "the 2-process train launch timed out"
+def _launched(tmp_path_factory, engine: str) -> Path:
+    out = tmp_path_factory.mktemp(f"ddp_{engine}")
+    done = _launch(engine, out)
+    assert done is not None or (out / "resume.rank0.json").is_file(), f"the 2-process {engine} launch timed out"
     if done is not None:
         assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def train_launch(tmp_path_factory) -> Path:
+    return _launched(tmp_path_factory, "train")
 
 
 @pytest.fixture(scope="module")
 def seg_launch(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ddp_seg")
-    done = _launch("seg", out)
-    assert done is not None or (out / "resume.rank0.json").is_file(), "the 2-process seg-train launch timed out"
-    if done is not None:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return out
+    return _launched(tmp_path_factory, "seg")
 
 
 def test_train_resumed_on_two_processes_matches_the_straight_run(train_launch):
