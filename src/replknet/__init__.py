@@ -12,6 +12,7 @@ from replknet.checkpoint import CheckpointError, load_checkpoint, read_checkpoin
 from replknet.models import (
     ModelInfo,
     RepLKNet,
+    UniRepLKNet,
     UnknownModelError,
     find_model_info,
     get_model_info,
@@ -79,6 +80,7 @@ __all__ = [
     "CheckpointError",
     "ModelInfo",
     "RepLKNet",
+    "UniRepLKNet",
     "UnknownModelError",
     "count_macs",
     "count_params",

@@ -155,11 +155,16 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
         parts.append(f"unexpected keys: {_list(unexpected)}")
     if mis_shaped:
         parts.append(f"mis-shaped keys: {_list(mis_shaped)}")
+    from replknet.models._registry import family_of
+
+    family = family_of(model)
+    is_deploy = family.is_deploy_state_dict if family is not None else is_deploy_state_dict
+    deploy_arg = family.deploy_arg if family is not None and family.deploy_arg else "small_kernel_merged"
     hint = ""
-    if is_deploy_state_dict(state_dict) and not is_deploy_state_dict(expected):
-        hint = " (the checkpoint is re-parameterised: build the model with small_kernel_merged=True)"
-    elif is_deploy_state_dict(expected) and not is_deploy_state_dict(state_dict):
-        hint = " (the checkpoint is in training form: build the model without small_kernel_merged, then fuse)"
+    if is_deploy(state_dict) and not is_deploy(expected):
+        hint = f" (the checkpoint is re-parameterised: build the model with {deploy_arg}=True)"
+    elif is_deploy(expected) and not is_deploy(state_dict):
+        hint = f" (the checkpoint is in training form: build the model without {deploy_arg}, then fuse)"
     raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts) + hint)
 
 

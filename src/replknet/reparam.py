@@ -62,6 +62,21 @@ def pad_kernel_to(kernel: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(kernel, [pad] * 4)
 
 
+def dilated_to_dense(kernel: torch.Tensor, dilation: int) -> torch.Tensor:
+    """The dense kernel of a dilated one: ``k x k`` taps at stride ``dilation`` in ``r(k-1)+1``, zeros between.
+
+    A convolution with ``kernel`` at dilation ``r`` (padding ``r(k-1)/2``) equals one with the result at
+    dilation 1 (padding ``(r(k-1)+1)//2``).
+    """
+    if dilation == 1:
+        return kernel
+    k = kernel.shape[-1]
+    size = dilation * (k - 1) + 1
+    dense = kernel.new_zeros(*kernel.shape[:-2], size, size)
+    dense[..., ::dilation, ::dilation] = kernel
+    return dense
+
+
 class Reparameterizable:
     """Mixin for modules with a fusible training form.
 

@@ -23,6 +23,7 @@ from replknet.models.replknet import (
     RepLKNetConfig,
     RepLKNetStage,
 )
+from replknet.models.unireplknet import UNIREPLKNET, UNIREPLKNET_CONFIGS, UniRepLKNet, UniRepLKNetConfig
 
 __all__ = [
     "MOBILENETV2",
@@ -38,6 +39,10 @@ __all__ = [
     "RepLKNet",
     "RepLKNetConfig",
     "RepLKNetStage",
+    "UNIREPLKNET",
+    "UNIREPLKNET_CONFIGS",
+    "UniRepLKNet",
+    "UniRepLKNetConfig",
     "UnknownModelError",
     "find_model_info",
     "get_model_info",
