@@ -27,3 +27,24 @@ def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
     """``max |output - reference| / max |reference|``, computed in float64."""
     output, reference = output.double(), reference.double()
     return ((output - reference).abs().max() / reference.abs().max().clamp_min(1e-30)).item()
+
+
+@torch.no_grad()
+def randomize_affine(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """``randomize_bn_stats`` plus every other per-channel affine a fusion folds, so that no fold is trivial.
+
+    LayerNorm weight ~ U(0.5, 1.5) and bias ~ 0.1 N(0, 1); parameters named ``gamma`` (layer scale, GRN scale)
+    ~ U(0.5, 1.5) and ``beta`` (GRN shift) ~ 0.1 N(0, 1) on any other module.
+    """
+    randomize_bn_stats(model, generator)
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+            module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
+            module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=generator))
+        elif not isinstance(module, nn.modules.batchnorm._BatchNorm):
+            for name, param in module.named_parameters(recurse=False):
+                if name == "gamma":
+                    param.copy_(0.5 + torch.rand(param.shape, generator=generator))
+                elif name == "beta":
+                    param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    return model
