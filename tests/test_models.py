@@ -1,22 +1,40 @@
-"""Every registered model: construction, forward/backward, features, fusion exactness, timm conventions."""
+"""Every registered model of every family: construction, forward/backward, features, fusion exactness, timm
+conventions, TorchScript as the registry records it, and golden logits per family (tests/expect/golden)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 import timm
 import torch
+from safetensors.torch import load_file, save_file
 
 import replknet
-from replknet.testing import randomize_bn_stats, relative_error
+from replknet.testing import randomize_affine, randomize_bn_stats, relative_error
 
 ALL_MODELS = replknet.list_models()
-# Full-width RepLKNet bodies are slow on 2 CPU cores: their forward/backward runs are marked slow (still run in CI).
-BIG = {name for name in ALL_MODELS if name.startswith("replknet_") and "tiny" not in name}
+# Full-width RepLKNet bodies and UniRepLKNet-L/XL (220M/389M parameters) are slow on 2 CPU cores: their
+# forward/backward and fusion runs are marked slow (still run in CI); shape checks run on the meta device.
+BIG = {name for name in ALL_MODELS if name.startswith("replknet_") and "tiny" not in name} | {
+    "unireplknet_l",
+    "unireplknet_xl",
+}
 SMALL_INPUT = 32
+GOLDEN = Path(__file__).parent / "expect" / "golden"
+# One small model per family; its seeded logits are checked in. Regenerate only on purpose:
+# REPLKNET_UPDATE_GOLDEN=1 pytest tests/test_models.py -k golden
+GOLDEN_MODELS = {"replknet": "replknet_tiny", "mobilenetv2": "mbv2_lk_k7_rep3", "unireplknet": "unireplknet_a"}
+UPDATE_GOLDEN = os.environ.get("REPLKNET_UPDATE_GOLDEN") == "1"
 
 
 def _params(names):
     return [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in names]
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("meta") if name in BIG else torch.device("cpu")
 
 
 def test_registry_lists_every_family():
@@ -31,6 +49,8 @@ def test_registry_lists_every_family():
         "replknet_31b_k31",
         "mbv2_lk_k13_rep3",
         "mbv2_lk_last7",
+        "unireplknet_a",
+        "unireplknet_xl",
     }
     assert expected <= set(ALL_MODELS)
     assert all(name in timm.list_models() for name in ALL_MODELS)
@@ -50,7 +70,7 @@ def test_forward_backward_reaches_every_parameter(name):
 
 @pytest.mark.parametrize("name", _params(ALL_MODELS))
 def test_fusion_is_exact(name):
-    model = randomize_bn_stats(replknet.create_model(name).eval())
+    model = randomize_affine(replknet.create_model(name).eval())
     x = torch.randn(2, 3, SMALL_INPUT, SMALL_INPUT)
     fused = replknet.reparameterize(model)
     deep = replknet.reparameterize(model, deep=True)
@@ -64,16 +84,81 @@ def test_fusion_is_exact(name):
     )
 
 
-@pytest.mark.parametrize("name", [n for n in ALL_MODELS if n not in BIG])
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_features_only_shapes(name):
-    model = timm.create_model(name, features_only=True)
+    with _device(name):
+        model = timm.create_model(name, features_only=True)
+        x = torch.randn(1, 3, 64, 96)
     reductions = model.feature_info.reduction()
     channels = model.feature_info.channels()
-    x = torch.randn(1, 3, 64, 96)
+    assert tuple(reductions) == replknet.get_model_info(name).feature_strides
     features = model(x)
     assert len(features) == len(reductions)
     for feature, reduction, width in zip(features, reductions, channels):
         assert feature.shape == (1, width, 64 // reduction, 96 // reduction)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_intermediates(name):
+    with _device(name):
+        model = replknet.create_model(name, num_classes=5).eval()
+        x = torch.randn(2, 3, 64, 64)
+    info = model.feature_info
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(x)
+        assert [t.shape for t in intermediates] == [
+            (2, f["num_chs"], 64 // f["reduction"], 64 // f["reduction"]) for f in info
+        ]
+        only = model.forward_intermediates(x, indices=[0, len(info) - 1], intermediates_only=True)
+        early = model.forward_intermediates(x, indices=1, stop_early=True, intermediates_only=True)
+        if x.device.type != "meta":
+            torch.testing.assert_close(final, model.forward_features(x))
+            torch.testing.assert_close(only[0], intermediates[0])
+            torch.testing.assert_close(only[1], intermediates[-1])
+            torch.testing.assert_close(early[0], intermediates[-1])
+    assert model.forward_head(final).shape == (2, 5)
+
+
+@pytest.mark.parametrize("family", replknet.list_families())
+def test_torchscript_support_is_what_the_registry_records(family):
+    # Script where the family says it works; otherwise scripting must fail (so the record cannot go stale) and
+    # tracing, which every family supports, must reproduce the eager output.
+    name = GOLDEN_MODELS[family]
+    model = replknet.reparameterize(replknet.create_model(name, num_classes=3).eval())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+        if replknet.get_model_info(name).family.torchscript:
+            torch.testing.assert_close(torch.jit.script(model)(x), reference)
+        else:
+            with pytest.raises(Exception):  # noqa: B017 (TorchScript raises several unrelated error types)
+                torch.jit.script(model)
+        torch.testing.assert_close(torch.jit.trace(model, x)(x), reference)
+
+
+def _golden_logits(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = replknet.create_model(name, num_classes=10)
+    randomize_affine(model, torch.Generator().manual_seed(1)).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return model(x), replknet.reparameterize(model, deep=True)(x)
+
+
+def test_every_family_has_a_golden_model():
+    assert set(GOLDEN_MODELS) == set(replknet.list_families())
+
+
+@pytest.mark.parametrize("family", sorted(GOLDEN_MODELS))
+def test_golden_logits(family):
+    path = GOLDEN / f"{family}.safetensors"
+    logits, deep_logits = _golden_logits(GOLDEN_MODELS[family])
+    if UPDATE_GOLDEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"logits": logits.contiguous()}, str(path), metadata={"model": GOLDEN_MODELS[family]})
+    expected = load_file(path)["logits"]
+    assert relative_error(logits, expected) < 1e-4
+    assert relative_error(deep_logits, expected) < 1e-4
 
 
 def test_replknet_feature_info_reductions():
