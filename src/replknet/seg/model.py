@@ -130,7 +130,8 @@ class UperNetHead(nn.Module):
 
 def backbone_features(backbone: nn.Module) -> list[dict]:
     """Channels and stride of each map the backbone returns (``[{"num_chs", "reduction", "module"}, ...]``)."""
-    indices = backbone.out_indices if backbone.out_indices is not None else range(len(backbone.feature_info))
+    out_indices = getattr(backbone, "out_indices", None)
+    indices = out_indices if out_indices is not None else range(len(backbone.feature_info))
     return [dict(backbone.feature_info[i]) for i in indices]
 
 
@@ -148,7 +149,7 @@ def _build_backbone(config: SegmentorConfig) -> nn.Module:
 
 
 class RepLKNetUperNet(nn.Module):
-    """RepLKNet backbone + UperNet decode head + auxiliary FCN head (mmseg's ``EncoderDecoder``).
+    """A registered backbone (any family with a backbone builder) + UperNet decode head + auxiliary FCN head (mmseg's ``EncoderDecoder``).
 
     ``forward`` returns logits resized to the input size, ``(N, num_classes, H, W)``; ``forward_train`` also
     returns the auxiliary logits. Any input size works (it is padded to nothing; the backbone needs >= 32 px).
@@ -212,20 +213,31 @@ class RepLKNetUperNet(nn.Module):
             parts["loss_aux"] = loss_aux.item()
         return total, parts
 
-    def load_backbone(self, path: str | os.PathLike) -> None:
-        """Load a RepLKNet checkpoint (official classifier or backbone, mmpretrain, this library) into the backbone.
+    def _backbone_only_keys(self) -> set[str]:
+        """Keys of the backbone form that the classifier form of the same architecture lacks (stage-output norms:
+        RepLKNet's ``norm_intermediate_features`` BNs, UniRepLKNet's ``norm0..norm3``)."""
+        from replknet.models import get_model_info
 
-        Classifier head and final norm are dropped; with ``norm_intermediate_features`` the stage norms the
-        checkpoint lacks keep their initial values (the official code loads with ``strict=False`` for this).
+        info = get_model_info(self.config.backbone)
+        with torch.device("meta"):
+            classifier = info.family.model_cls(**info.config.kwargs())
+        return set(self.backbone.state_dict()) - set(classifier.state_dict())
+
+    def load_backbone(self, path: str | os.PathLike) -> None:
+        """Load a checkpoint (official classifier or backbone, mmpretrain, this library) into the backbone.
+
+        Classifier head and final norm are dropped; the stage-output norms a classifier checkpoint lacks keep
+        their initial values (the official code loads with ``strict=False`` for this). Any other missing or
+        mismatched key is an error.
         """
         from replknet.checkpoint import check_state_dict, convert_state_dict, read_checkpoint
 
         state_dict = convert_state_dict(read_checkpoint(path), self.backbone)
-        model_keys = set(self.backbone.state_dict())
-        stage_norms = [k for k in model_keys if ".norm." in k and k.startswith("stages.") and k not in state_dict]
-        if stage_norms and self.config.norm_intermediate_features:
-            _logger.info("%s has no stage norms; %d stage-norm entries keep their init", path, len(stage_norms))
-            state_dict = {**self.backbone.state_dict(), **state_dict}
+        missing_norms = sorted(k for k in self._backbone_only_keys() if k not in state_dict)
+        if missing_norms:
+            _logger.info("%s has no stage-output norms; %d entries keep their init", path, len(missing_norms))
+            current = self.backbone.state_dict()
+            state_dict = {**{k: current[k] for k in missing_norms}, **state_dict}
         try:
             check_state_dict(self.backbone, state_dict)
         except ValueError as error:

@@ -4,7 +4,13 @@ from replknet.train.config import PRESETS, TrainConfig, accumulation_steps, get_
 from replknet.train.data import DataFileError, eval_transform, train_transform
 from replknet.train.engine import NonFiniteLossError, TrainResult, train
 from replknet.train.evaluate import evaluate, evaluate_checkpoint, synthetic_shape_bias
-from replknet.train.optim import build_optimizer, build_scheduler, layer_decay_param_groups, replknet_layer_id
+from replknet.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    layer_decay_param_groups,
+    replknet_layer_id,
+    unireplknet_layer_id,
+)
 
 __all__ = [
     "PRESETS",
@@ -22,6 +28,7 @@ __all__ = [
     "layer_decay_param_groups",
     "list_presets",
     "replknet_layer_id",
+    "unireplknet_layer_id",
     "scaled_lr",
     "synthetic_shape_bias",
     "train",

@@ -30,6 +30,7 @@ class TrainConfig(RunConfig):
     num_classes: int | None = None  # None: taken from the data
     drop_path: float = 0.0  # a 5-minute run is too short to need stochastic depth
     pretrained: str | None = None  # a local checkpoint to start from (fine-tuning); its head is dropped if it differs
+    head_init_scale: float | None = None  # UniRepLKNet's constructor option (its 22K->1K finetunes: 0.001)
     # --- data
     data: str = "synthetic"  # "synthetic" (built in, no download) or an ImageFolder root holding train/ and val/
     train_split: str = "train"
@@ -213,6 +214,125 @@ PRESETS: dict[str, TrainConfig] = {
         notes=("start from the 22K checkpoint with --pretrained PATH",),
     ),
 }
+
+
+# UniRepLKNet (Ding et al., CVPR 2024): the official commands (Image/README.md) over main.py's defaults: AdamW
+# (eps 1e-8, default betas), per-update cosine to min_lr 1e-6 after a linear warm-up (20 epochs by default), weight
+# decay 0.05 off for 1-D parameters and biases, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, label
+# smoothing 0.1, no EMA unless a command asks for it, eval crop 224/256 below 384. Global batches are
+# nodes x GPUs x batch x update_freq; lr is given at that batch.
+_UNI_COMMON = dict(
+    data="imagenet",  # placeholder path: pass --data /path/to/imagenet (train/ and val/ inside)
+    image_size=224,
+    opt="adamw",
+    opt_eps=1e-8,
+    weight_decay=0.05,
+    min_lr=1e-6,
+    auto_augment="rand-m9-mstd0.5-inc1",
+    reprob=0.25,
+    smoothing=0.1,
+    ema_decay=None,
+    workers=10,
+    hflip=0.5,
+    num_classes=1000,
+)
+_UNI_LAYER_DECAY_NOTE = (
+    "NOTE: the official main.py asserts that --layer_decay is used with convnext_small/base/large/xlarge only, so "
+    "this README command stops there as published; the preset applies the official grouping function it would "
+    "use (optim_factory.get_num_layer_for_convnext, 14 groups, lr_scale 0.8 ** (13 - group))"
+)
+
+
+def _unireplknet_presets() -> dict[str, TrainConfig]:
+    presets: dict[str, TrainConfig] = {}
+    # ImageNet-1K from scratch, 300 epochs at 4096 (4 GPUs x 128 x update_freq 8; S: 8 GPUs x 64 x 8), lr 4e-3:
+    # variant -> (drop_path, mixup, cutmix, batch per GPU)
+    in1k = {
+        "a": (0.0, 0.3, 0.3, 128),
+        "f": (0.0, 0.3, 0.3, 128),
+        "p": (0.1, 0.3, 0.3, 128),
+        "n": (0.1, 0.5, 0.5, 128),
+        "t": (0.2, 0.8, 1.0, 128),
+        "s": (0.4, 0.8, 1.0, 64),
+    }
+    for variant, (drop_path, mixup, cutmix, batch) in in1k.items():
+        name = f"unireplknet_{variant}_in1k"
+        presets[name] = TrainConfig(
+            **_UNI_COMMON,
+            model=f"unireplknet_{variant}",
+            drop_path=drop_path,
+            mixup=mixup,
+            cutmix=cutmix,
+            epochs=300,
+            warmup_epochs=20,
+            batch_size=batch,
+            recipe_batch=4096,
+            lr=4e-3,
+            output=f"runs/{name}",
+            preset=name,
+            notes=("NOTE: epochs 300 and warm-up 20 are main.py's defaults (the command does not set them)",),
+        )
+    # ImageNet-22K pretraining, 90 epochs, warm-up 5, 4096 (S/B: 2 nodes x 8 x 32 x 8; L: 2 x 8 x 64 x 4 at 192 px;
+    # XL: 4 x 8 x 32 x 4 at 192 px). variant -> (drop_path, lr, batch per GPU, image size)
+    in22k = {
+        "s": (0.1, 4e-3, 32, 224),
+        "b": (0.1, 4e-3, 32, 224),
+        "l": (0.1, 1e-3, 64, 192),
+        "xl": (0.2, 1e-3, 32, 192),
+    }
+    for variant, (drop_path, lr, batch, size) in in22k.items():
+        name = f"unireplknet_{variant}_in22k"
+        presets[name] = TrainConfig(
+            **{**_UNI_COMMON, "data": "imagenet22k", "num_classes": 21841, "image_size": size},
+            model=f"unireplknet_{variant}",
+            drop_path=drop_path,
+            mixup=0.8,
+            cutmix=1.0,
+            epochs=90,
+            warmup_epochs=5,
+            batch_size=batch,
+            recipe_batch=4096,
+            lr=lr,
+            output=f"runs/{name}",
+            preset=name,
+            notes=("NOTE: mixup 0.8 / cutmix 1.0 are main.py's defaults; the command disables evaluation",),
+        )
+    # 22K -> 1K fine-tuning at 384: 512 (S/B/L: 4 GPUs x 64 x 2; XL: 8 x 32 x 2), lr 5e-5, no warm-up, wd 1e-8,
+    # layer decay 0.8, head_init_scale 0.001, no mixup/cutmix. L/XL: 20 epochs, label smoothing 0.3 and EMA.
+    # variant -> (drop_path, epochs, smoothing, ema, batch per GPU)
+    ft = {
+        "s": (0.2, 30, 0.1, None, 64),
+        "b": (0.2, 30, 0.1, None, 64),
+        "l": (0.3, 20, 0.3, 0.9999, 64),
+        "xl": (0.3, 20, 0.3, 0.9999, 32),
+    }
+    for variant, (drop_path, epochs, smoothing, ema, batch) in ft.items():
+        name = f"unireplknet_{variant}_in22k_in1k_384_ft"
+        presets[name] = TrainConfig(
+            **{**_UNI_COMMON, "image_size": 384, "weight_decay": 1e-8, "smoothing": smoothing, "ema_decay": ema},
+            model=f"unireplknet_{variant}",
+            drop_path=drop_path,
+            mixup=0.0,
+            cutmix=0.0,
+            epochs=epochs,
+            warmup_epochs=0,
+            batch_size=batch,
+            recipe_batch=512,
+            lr=5e-5,
+            layer_decay=0.8,
+            head_init_scale=0.001,
+            output=f"runs/{name}",
+            preset=name,
+            notes=(
+                "start from the 22K checkpoint with --pretrained PATH (its 21841-class head is replaced)",
+                _UNI_LAYER_DECAY_NOTE,
+            )
+            + (("EMA decay 0.9999 is main.py's default (--model_ema true --model_ema_eval true)",) if ema else ()),
+        )
+    return presets
+
+
+PRESETS.update(_unireplknet_presets())
 
 
 def list_presets() -> list[str]:

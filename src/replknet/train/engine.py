@@ -93,7 +93,8 @@ def _build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     import replknet
     from replknet.checkpoint import convert_state_dict, read_checkpoint
 
-    model = replknet.create_model(config.model, num_classes=num_classes, drop_path_rate=config.drop_path)
+    options = {} if config.head_init_scale is None else {"head_init_scale": config.head_init_scale}
+    model = replknet.create_model(config.model, num_classes=num_classes, drop_path_rate=config.drop_path, **options)
     if config.pretrained:
         state_dict = convert_state_dict(read_checkpoint(config.pretrained), model)
         own = model.state_dict()
