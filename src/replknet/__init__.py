@@ -8,6 +8,7 @@ import timm
 from torch import nn
 
 import replknet.models  # noqa: F401  (registers the models with timm)
+from replknet import layers
 from replknet.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_state_dict
 from replknet.models import (
     ModelInfo,
@@ -85,6 +86,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "create_model",
+    "layers",
     "find_model_info",
     "get_model_info",
     "list_families",

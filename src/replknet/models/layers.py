@@ -1,4 +1,6 @@
-"""Building blocks shared by the model families: conv-BN units and the re-parameterisable large kernel."""
+"""Building blocks shared by the model families: conv-BN units and the re-parameterisable large kernel.
+
+Public as ``replknet.layers``."""
 
 from __future__ import annotations
 
@@ -74,20 +76,31 @@ class ConvBN(nn.Module, Reparameterizable):
 
 
 class ReparamLargeKernelConv(nn.Module, Reparameterizable):
-    """Depthwise ``K x K`` conv + BN, with an optional parallel ``k x k`` conv + BN (``k < K``), summed.
+    """``K x K`` conv + BN, with an optional parallel ``k x k`` conv + BN (``k < K``), summed.
 
-    Training form: ``lkb_origin`` and ``small_conv`` (official key names). Deploy form: one ``lkb_reparam``
-    depthwise conv with bias, equal in eval mode (the small kernel is zero-padded into the centre of the large).
+    Training form: ``lkb_origin`` and ``small_conv`` (official key names). Deploy form: one ``lkb_reparam`` conv
+    with bias, equal in eval mode (the small kernel is zero-padded into the centre of the large).
 
     Args:
-        channels: depthwise channels.
+        channels: input channels (and output channels unless ``out_channels`` is given).
         kernel_size: large kernel size ``K`` (odd).
         small_kernel: small kernel size (odd, ``<= K``), or ``None`` for no small branch (RepLKNet-XL).
         deploy: build the fused form directly (for loading deploy checkpoints).
+        stride: stride of both branches (both pad by ``k // 2``, so their taps stay centred on the same pixel).
+        out_channels: output channels (default ``channels``).
+        groups: convolution groups (default ``channels``: depthwise, as in RepLKNet); ``1`` for a dense conv.
     """
 
     def __init__(
-        self, channels: int, kernel_size: int, small_kernel: int | None = 5, deploy: bool = False, stride: int = 1
+        self,
+        channels: int,
+        kernel_size: int,
+        small_kernel: int | None = 5,
+        deploy: bool = False,
+        stride: int = 1,
+        *,
+        out_channels: int | None = None,
+        groups: int | None = None,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -97,9 +110,14 @@ class ReparamLargeKernelConv(nn.Module, Reparameterizable):
                 f"small_kernel must be odd and at most the large kernel ({kernel_size}), got {small_kernel}"
             )
         self.channels = channels
+        self.out_channels = channels if out_channels is None else out_channels
+        self.groups = channels if groups is None else groups
+        if channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"groups {self.groups} must divide channels {channels} and out_channels {self.out_channels}"
+            )
         self.kernel_size = kernel_size
         self.small_kernel = small_kernel
-        # Both branches pad by k // 2, so their taps stay centred on the same input pixel at any stride.
         self.stride = stride
         self.lkb_origin: ConvBN | None = None
         self.small_conv: ConvBN | None = None
@@ -107,20 +125,24 @@ class ReparamLargeKernelConv(nn.Module, Reparameterizable):
         if deploy:
             self.lkb_reparam = self._fused_conv()
         else:
-            self.lkb_origin = ConvBN(channels, channels, kernel_size, stride=stride, groups=channels)
+            self.lkb_origin = self._conv_bn(kernel_size)
             if small_kernel is not None:
-                self.small_conv = ConvBN(channels, channels, small_kernel, stride=stride, groups=channels)
+                self.small_conv = self._conv_bn(small_kernel)
+
+    def _conv_bn(self, kernel_size: int) -> ConvBN:
+        return ConvBN(self.channels, self.out_channels, kernel_size, stride=self.stride, groups=self.groups)
 
     def _fused_conv(self) -> nn.Conv2d:
-        if self.stride == 1:
+        depthwise = self.groups == self.channels == self.out_channels
+        if depthwise and self.stride == 1:
             return DepthwiseConv2d(self.channels, self.kernel_size, bias=True)
         return nn.Conv2d(
             self.channels,
-            self.channels,
+            self.out_channels,
             self.kernel_size,
             self.stride,
             self.kernel_size // 2,
-            groups=self.channels,
+            groups=self.groups,
             bias=True,
         )
 
@@ -133,7 +155,7 @@ class ReparamLargeKernelConv(nn.Module, Reparameterizable):
         return out
 
     def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Kernel ``(C, 1, K, K)`` and bias ``(C,)`` of the single conv equal to this module in eval mode."""
+        """Kernel ``(C_out, C_in / groups, K, K)`` and bias ``(C_out,)`` of the single conv equal to this module."""
         if self.lkb_reparam is not None:
             return self.lkb_reparam.weight, self.lkb_reparam.bias
         kernel, bias = self.lkb_origin.fused_kernel_bias()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -109,19 +110,24 @@ class SEBlock(nn.Module):
 
 
 class DilatedReparamBlock(nn.Module, Reparameterizable):
-    """Depthwise ``K x K`` conv + BN in parallel with dilated small-kernel depthwise convs + BN, summed.
+    """``K x K`` conv + BN in parallel with dilated small-kernel convs + BN, summed (depthwise by default).
 
-    Training form: ``lk_origin`` (no bias), ``origin_bn`` and, per row of ``DILATED_BRANCHES[K]``,
-    ``dil_conv_k{k}_{r}`` / ``dil_bn_k{k}_{r}`` (official key names). Deploy form: ``lk_origin`` with bias only; a
-    dilated ``k x k`` kernel equals a dense ``r(k-1)+1`` kernel with zeros between the taps, so every branch merges
-    into the large kernel exactly.
+    Training form: ``lk_origin`` (no bias), ``origin_bn`` and, per branch ``(k, r)``, ``dil_conv_k{k}_{r}`` /
+    ``dil_bn_k{k}_{r}`` (official key names). Deploy form: ``lk_origin`` with bias only; a dilated ``k x k`` kernel
+    equals a dense ``r(k-1)+1`` kernel with zeros between the taps, so every branch merges into the large kernel
+    exactly (at any stride: every branch pads by half its equivalent size, so all stay centred on one pixel).
 
     Args:
-        channels: depthwise channels.
-        kernel_size: large kernel ``K``, a key of ``DILATED_BRANCHES``.
+        channels: input channels (and output channels unless ``out_channels`` is given).
+        kernel_size: large kernel ``K`` (odd).
         deploy: build the merged form directly.
         use_sync_bn: ``SyncBatchNorm`` instead of ``BatchNorm2d`` (same keys).
-        impl: ``replknet.ops`` implementation of the large kernel (``"auto"``: fastest for the shape).
+        impl: ``replknet.ops`` implementation of a stride-1 depthwise large kernel (``"auto"``: fastest).
+        branches: ``(k, r)`` pairs (kernel size, dilation) of the parallel branches; default the official table
+            for ``K`` (``DILATED_BRANCHES``). Each needs ``r (k - 1) + 1 <= K``.
+        stride: stride of every branch.
+        out_channels: output channels (default ``channels``).
+        groups: convolution groups (default ``channels``: depthwise, as in UniRepLKNet).
     """
 
     def __init__(
@@ -131,30 +137,66 @@ class DilatedReparamBlock(nn.Module, Reparameterizable):
         deploy: bool = False,
         use_sync_bn: bool = False,
         impl: str = "auto",
+        *,
+        branches: Sequence[tuple[int, int]] | None = None,
+        stride: int = 1,
+        out_channels: int | None = None,
+        groups: int | None = None,
     ) -> None:
         super().__init__()
-        if kernel_size not in DILATED_BRANCHES:
-            raise ValueError(
-                f"the Dilated Reparam Block has no branch table for kernel size {kernel_size}; "
-                f"kernel sizes: {sorted(DILATED_BRANCHES)}"
-            )
+        if branches is None:
+            if kernel_size not in DILATED_BRANCHES:
+                raise ValueError(
+                    f"the Dilated Reparam Block has no branch table for kernel size {kernel_size}; "
+                    f"kernel sizes: {sorted(DILATED_BRANCHES)} (or give branches=[(k, r), ...])"
+                )
+            branches = tuple(zip(*DILATED_BRANCHES[kernel_size]))
+        branches = tuple((int(k), int(r)) for k, r in branches)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"the large kernel size must be odd, got {kernel_size}")
+        for k, r in branches:
+            if k % 2 != 1 or r < 1 or r * (k - 1) + 1 > kernel_size:
+                raise ValueError(f"branch (k={k}, r={r}) must have an odd k, r >= 1 and r (k - 1) + 1 <= {kernel_size}")
+        if len(set(branches)) != len(branches):
+            raise ValueError(f"branches repeat a (k, r) pair: {branches}")
         self.channels = channels
+        self.out_channels = channels if out_channels is None else out_channels
+        self.groups = channels if groups is None else groups
+        if channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"groups {self.groups} must divide channels {channels} and out_channels {self.out_channels}"
+            )
         self.kernel_size = kernel_size
-        self.kernel_sizes, self.dilates = DILATED_BRANCHES[kernel_size]
+        self.stride = stride
+        self.kernel_sizes = tuple(k for k, _ in branches)
+        self.dilates = tuple(r for _, r in branches)
         self.impl = impl
-        self.lk_origin = DepthwiseConv2d(channels, kernel_size, bias=deploy, impl=impl)
+        self.lk_origin = self._conv(kernel_size, 1, bias=deploy)
         self.origin_bn: nn.Module | None = None
         self.branch_names: list[str] = []
         if not deploy:
-            self.origin_bn = _bn(channels, use_sync_bn)
-            for k, r in zip(self.kernel_sizes, self.dilates):
-                # NOTE: nn.Conv2d until replknet.ops.DepthwiseConv2d takes a dilation (same parameters and keys).
-                conv = nn.Conv2d(
-                    channels, channels, k, padding=r * (k - 1) // 2, dilation=r, groups=channels, bias=False
-                )
-                self.add_module(f"dil_conv_k{k}_{r}", conv)
-                self.add_module(f"dil_bn_k{k}_{r}", _bn(channels, use_sync_bn))
+            self.origin_bn = _bn(self.out_channels, use_sync_bn)
+            for k, r in branches:
+                self.add_module(f"dil_conv_k{k}_{r}", self._conv(k, r, bias=False))
+                self.add_module(f"dil_bn_k{k}_{r}", _bn(self.out_channels, use_sync_bn))
                 self.branch_names.append(f"k{k}_{r}")
+
+    def _conv(self, kernel_size: int, dilation: int, bias: bool) -> nn.Conv2d:
+        depthwise = self.groups == self.channels == self.out_channels
+        if depthwise and self.stride == 1 and dilation == 1:
+            return DepthwiseConv2d(self.channels, kernel_size, bias=bias, impl=self.impl)
+        # NOTE: dilated branches use nn.Conv2d until replknet.ops.DepthwiseConv2d takes a dilation (same keys).
+        padding = dilation * (kernel_size - 1) // 2
+        return nn.Conv2d(
+            self.channels,
+            self.out_channels,
+            kernel_size,
+            self.stride,
+            padding,
+            dilation=dilation,
+            groups=self.groups,
+            bias=bias,
+        )
 
     @property
     def fused(self) -> bool:
@@ -169,7 +211,7 @@ class DilatedReparamBlock(nn.Module, Reparameterizable):
         return out
 
     def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Kernel ``(C, 1, K, K)`` and bias ``(C,)`` of the single conv equal to this block in eval mode."""
+        """Kernel ``(C_out, C_in / groups, K, K)`` and bias ``(C_out,)`` of the single conv equal in eval mode."""
         if self.origin_bn is None:
             return self.lk_origin.weight, self.lk_origin.bias
         kernel, bias = fuse_conv_bn(self.lk_origin.weight, self.lk_origin.bias, self.origin_bn)
@@ -185,7 +227,7 @@ class DilatedReparamBlock(nn.Module, Reparameterizable):
         if self.origin_bn is None:
             return
         kernel, bias = self.equivalent_kernel_bias()
-        merged = DepthwiseConv2d(self.channels, self.kernel_size, bias=True, impl=self.impl)
+        merged = self._conv(self.kernel_size, 1, bias=True)
         merged.to(device=kernel.device, dtype=kernel.dtype)
         merged.weight.data.copy_(kernel)
         merged.bias.data.copy_(bias)
