@@ -157,23 +157,23 @@ def test_init_cfg_selects_the_features_mode_and_loads_a_classifier_checkpoint(tm
 
 
 # ---------------------------------------------------------------------- variants (official counts, spec table)
+# params and keys: the spec's table (the official code); GMACs of the fused model: the official README's FLOPs at
+# the resolution of its ImageNet-1K result (224 for A..S trained on 1K, 384 for the 22K -> 1K finetunes).
 @pytest.mark.parametrize(
-    ("name", "train_params", "deploy_params", "train_keys", "deploy_keys"),
+    ("name", "train_params", "deploy_params", "train_keys", "deploy_keys", "size", "gmacs"),
     [
-        ("unireplknet_a", 4_649_060, 4_437_300, 626, 156),
-        ("unireplknet_f", 6_489_328, 6_235_216, 626, 156),
-        ("unireplknet_p", 11_080_520, 10_741_704, 626, 156),
-        ("unireplknet_n", 18_818_880, 18_318_560, 738, 178),
-        ("unireplknet_t", 31_693_420, 31_037_980, 1116, 321),
-        ("unireplknet_s", 56_456_704, 55_645_984, 1305, 420),
-        ("unireplknet_b", 99_089_416, 98_008_456, 1305, 420),
-        ("unireplknet_l", 220_076_056, 218_454_616, 1305, 420),
-        ("unireplknet_xl", 388_690_984, 386_529_064, 1305, 420),
+        ("unireplknet_a", 4_649_060, 4_437_300, 626, 156, 224, 0.6),
+        ("unireplknet_f", 6_489_328, 6_235_216, 626, 156, 224, 0.9),
+        ("unireplknet_p", 11_080_520, 10_741_704, 626, 156, 224, 1.6),
+        ("unireplknet_n", 18_818_880, 18_318_560, 738, 178, 224, 2.8),
+        ("unireplknet_t", 31_693_420, 31_037_980, 1116, 321, 224, 4.9),
+        ("unireplknet_s", 56_456_704, 55_645_984, 1305, 420, 224, 9.1),
+        ("unireplknet_b", 99_089_416, 98_008_456, 1305, 420, 384, 47.2),
+        ("unireplknet_l", 220_076_056, 218_454_616, 1305, 420, 384, 105.4),
+        ("unireplknet_xl", 388_690_984, 386_529_064, 1305, 420, 384, 187.0),
     ],
 )
-def test_variant_parameter_and_key_counts_equal_the_official(
-    name, train_params, deploy_params, train_keys, deploy_keys
-):
+def test_variant_counts_equal_the_official(name, train_params, deploy_params, train_keys, deploy_keys, size, gmacs):
     with torch.device("meta"):
         model = replknet.create_model(name)
         fused = replknet.reparameterize(model)
@@ -181,6 +181,8 @@ def test_variant_parameter_and_key_counts_equal_the_official(
     assert replknet.count_params(model) == train_params and len(model.state_dict()) == train_keys
     assert replknet.count_params(fused) == deploy_params and len(fused.state_dict()) == deploy_keys
     assert {k: v.shape for k, v in deploy.state_dict().items()} == {k: v.shape for k, v in fused.state_dict().items()}
+    # the README rounds to 0.1 G (XL: 187G, 186.77 here)
+    assert replknet.count_macs(fused, size) / 1e9 == pytest.approx(gmacs, abs=0.25 if gmacs > 100 else 0.05)
 
 
 def test_default_kernel_patterns():
