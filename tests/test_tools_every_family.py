@@ -85,6 +85,11 @@ def test_segmentor_with_a_unireplknet_backbone_trains_and_loads_a_classifier(cla
         segmentor.load_backbone(other)
 
 
+def test_a_replknet_only_backbone_option_is_refused_by_name():
+    with pytest.raises(ValueError, match="norm_intermediate_features is a RepLKNet option; unireplknet_a"):
+        build_segmentor(NAME, num_classes=3, norm_intermediate_features=True)
+
+
 def test_smp_encoder_and_features_only():
     smp = pytest.importorskip("segmentation_models_pytorch")
     model = smp.UPerNet(encoder_name=f"tu-{NAME}", encoder_weights=None, classes=2).eval()

@@ -12,6 +12,7 @@ function. Parts that differ from mmsegmentation are replaced here, each marked `
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -144,6 +145,11 @@ def _build_backbone(config: SegmentorConfig) -> nn.Module:
         raise ValueError(f"unknown backbone {config.backbone!r}; backbones: {', '.join(backbones)}")
     options: dict = {"drop_path_rate": config.drop_path_rate}
     if config.norm_intermediate_features:
+        if "norm_intermediate_features" not in inspect.signature(info.family.model_cls.__init__).parameters:
+            raise ValueError(
+                f"norm_intermediate_features is a RepLKNet option; {config.backbone} ({info.family.name}) builds its "
+                "own backbone-mode norms"
+            )
         options["norm_intermediate_features"] = True
     return info.family.backbone(info, **options)
 
