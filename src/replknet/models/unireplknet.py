@@ -183,9 +183,8 @@ class DilatedReparamBlock(nn.Module, Reparameterizable):
 
     def _conv(self, kernel_size: int, dilation: int, bias: bool) -> nn.Conv2d:
         depthwise = self.groups == self.channels == self.out_channels
-        if depthwise and self.stride == 1 and dilation == 1:
-            return DepthwiseConv2d(self.channels, kernel_size, bias=bias, impl=self.impl)
-        # NOTE: dilated branches use nn.Conv2d until replknet.ops.DepthwiseConv2d takes a dilation (same keys).
+        if depthwise and self.stride == 1:
+            return DepthwiseConv2d(self.channels, kernel_size, bias=bias, impl=self.impl, dilation=dilation)
         padding = dilation * (kernel_size - 1) // 2
         return nn.Conv2d(
             self.channels,
