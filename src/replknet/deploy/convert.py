@@ -41,23 +41,39 @@ class ConversionResult:
 def load_source_model(
     source: str | os.PathLike, model_name: str | None = None, use_ema: bool = False, **kwargs
 ) -> nn.Module:
-    """Build ``model_name`` from a checkpoint of any supported layout (or a converted folder), in eval mode.
+    """Build the model of ``source`` (a checkpoint of any supported layout, a run or converted folder), in eval mode.
 
-    ``use_ema`` takes the ``model_ema`` weights of a training checkpoint. A deploy-form checkpoint builds the
-    fused model; the classifier width follows the checkpoint's head.
+    ``use_ema`` takes the EMA weights: a run folder's ``model_ema.safetensors``, or the ``model_ema`` /
+    ``state_dict_ema`` / ``ema`` entry of a training checkpoint. A deploy-form checkpoint builds the fused model;
+    the classifier width follows the checkpoint's head.
     """
+    import dataclasses
+
     import replknet
     from replknet.checkpoint import CheckpointError, check_state_dict, convert_state_dict
-    from replknet.deploy.loading import load_model
+    from replknet.deploy.loading import build_run_model, load_model, weights_architecture
+    from replknet.runs import read_run
 
-    if not use_ema or Path(source).is_dir():
+    if not use_ema:
         return load_model(source, model_name, **kwargs)
+    run = read_run(source)
+    if run is not None and Path(source).is_dir():
+        ema_file = run.folder / "model_ema.safetensors"
+        if ema_file.is_file():
+            return build_run_model(dataclasses.replace(run, weights=ema_file), model_name, **kwargs)
+        if not (run.folder / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"{run.folder} holds no EMA weights (model_ema.safetensors or checkpoint.pt)")
+        source = run.folder / "checkpoint.pt"
+    model_name = model_name or (run.architecture if run is not None else weights_architecture(source))
     if model_name is None:
         raise ValueError(f"give --model for the checkpoint file {source}")
     checkpoint = replknet.read_checkpoint(source)
-    ema = next((checkpoint[k] for k in ("model_ema", "state_dict_ema") if isinstance(checkpoint.get(k), dict)), None)
+    entries = ("model_ema", "state_dict_ema", "ema")
+    ema = next((checkpoint[k] for k in entries if isinstance(checkpoint.get(k), dict)), None)
     if ema is None:
-        raise CheckpointError(f"{source}: no 'model_ema' entry (top-level keys: {sorted(checkpoint)[:10]})")
+        raise CheckpointError(
+            f"{source}: no EMA entry ({', '.join(entries)}; top-level keys: {sorted(checkpoint)[:10]})"
+        )
     # NOTE: the EMA entry is unwrapped here; convert_state_dict(use_ema=True) would demand a nested model_ema.
     state_dict = convert_state_dict(ema)
     info = replknet.find_model_info(model_name)
@@ -66,12 +82,20 @@ def load_source_model(
     head = f"{info.classifier}.weight" if info is not None else "head.weight"
     if head in state_dict:
         kwargs.setdefault("num_classes", state_dict[head].shape[0])
+    if run is not None:
+        overlay = {k: tuple(v) if isinstance(v, list) else v for k, v in run.pretrained_cfg.items()}
+        deploy_arg = info.family.deploy_arg if info is not None else None
+        kwargs = {**{k: v for k, v in run.model_args.items() if k != deploy_arg}, **kwargs}
+        if overlay:
+            kwargs.setdefault("pretrained_cfg_overlay", overlay)
     model = replknet.create_model(model_name, **kwargs)
     try:
         check_state_dict(model, state_dict)
     except CheckpointError as error:
-        raise CheckpointError(f"{source} (model_ema): {error}") from None
+        raise CheckpointError(f"{source} (EMA): {error}") from None
     model.load_state_dict(state_dict)
+    if run is not None and run.class_names:
+        model.pretrained_cfg["label_names"] = list(run.class_names)
     return model.eval()
 
 
@@ -82,7 +106,7 @@ def convert_checkpoint(
     reparam: bool = False,
     use_ema: bool = False,
     check: bool = True,
-    check_size: int | None = None,
+    check_size: int | tuple[int, int] | None = None,
     seed: int = 0,
     **kwargs,
 ) -> ConversionResult:
@@ -90,15 +114,18 @@ def convert_checkpoint(
 
     Args:
         source: checkpoint file (official plain / ``model`` / ``state_dict`` / ``model_ema``-wrapped,
-            ``module.``-prefixed, mmpretrain, training or deploy form) or a converted folder.
+            ``module.``-prefixed, mmpretrain, training or deploy form), a run folder or a converted folder (or a
+            weights file inside either).
         output: folder to write (``model.safetensors`` + ``config.json``).
-        model_name: registered architecture, e.g. ``replknet_31b`` (optional for a converted folder).
+        model_name: registered architecture, e.g. ``replknet_31b`` (not needed for a run or converted folder).
         reparam: store the fused (deploy) form; the config then records ``small_kernel_merged=True``.
         use_ema: take the EMA weights of a training checkpoint.
         check: reload the written folder through timm and compare its outputs with the source model's.
-        check_size: input resolution of the check (default: the model's configured input size).
+        check_size: input resolution of the check, one size or ``(H, W)`` (default: the model's configured input
+            size, a run's own).
         seed: seed of the random check batch.
-        **kwargs: constructor options for the model (e.g. ``num_classes``).
+        **kwargs: constructor options for the model (e.g. ``num_classes``, or a custom architecture's
+            ``large_kernel_sizes``, ``layers``, ``channels``): recorded in the config's ``model_args``.
     """
     import timm
 
@@ -124,7 +151,7 @@ def reparameterize_checkpoint(
     output: str | os.PathLike,
     model_name: str | None = None,
     check: bool = False,
-    check_size: int | None = None,
+    check_size: int | tuple[int, int] | None = None,
     seed: int = 0,
     **kwargs,
 ) -> ConversionResult:

@@ -1,13 +1,14 @@
-"""Building a model from a checkpoint file or a converted folder, and writing converted folders.
+"""Building a model from a run folder, a converted folder or a weights file, and writing converted folders.
 
-A converted folder has timm's ``save_for_hf`` layout: ``model.safetensors`` plus ``config.json`` (architecture,
-``model_args`` such as ``num_classes`` and ``small_kernel_merged``, and the preprocessing ``pretrained_cfg``), so
-``timm.create_model("local-dir:FOLDER", pretrained=True)`` loads it without any network access.
+A run folder (``replknet train``) and a converted folder (``replknet convert``) both hold a ``config.json`` in
+timm's ``save_for_hf`` layout (``replknet.runs``): the architecture, its ``model_args`` (``num_classes``,
+``small_kernel_merged``, any non-default constructor argument), the preprocessing ``pretrained_cfg`` and the class
+names. So ``timm.create_model("local-dir:FOLDER", pretrained=True)`` loads either without network access, and
+every command here needs nothing but the folder (or a weights file inside it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,37 +17,68 @@ from typing import Any
 import torch
 from torch import nn
 
+from replknet.runs import CONFIG_NAME, RunInfo, read_run, run_config, write_run_config
+
 _logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-# Weight files timm looks for in a local folder, in its order of preference.
-_FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "build_run_model",
+    "compare_outputs",
+    "is_fused",
+    "load_model",
+    "model_input_size",
+    "save_model_folder",
+    "weights_architecture",
+]
 
 
-def read_folder_config(folder: str | os.PathLike) -> dict[str, Any]:
-    """The ``config.json`` of a converted (timm local-dir) folder."""
-    path = Path(folder) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is a folder without {CONFIG_NAME}; give a checkpoint file or a converted folder"
-        )
+def weights_architecture(path: str | os.PathLike) -> str | None:
+    """The model a ``.safetensors`` file written by this library names in its metadata, else None."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from safetensors import safe_open
+
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"cannot parse {path}: {error}") from error
-    if not isinstance(config, dict) or "architecture" not in config:
-        raise ValueError(f"{path} has no 'architecture' entry; it is not a timm model config")
-    return config
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception:  # a corrupt file: reading the weights names the problem
+        return None
+    import replknet
+
+    name = metadata.get("architecture") or metadata.get("model")
+    return name if name and replknet.find_model_info(name) is not None else None
 
 
-def folder_weights(folder: str | os.PathLike) -> Path:
-    """The weights file of a converted folder (the one timm would pick)."""
-    for name in _FOLDER_WEIGHTS:
-        candidate = Path(folder) / name
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no weights file ({', '.join(_FOLDER_WEIGHTS)}) in {folder}")
+def build_run_model(run: RunInfo, model_name: str | None = None, **kwargs: Any) -> nn.Module:
+    """The model of a run or converted folder, with its weights (``run.weights``), preprocessing and class names.
+
+    Raises:
+        ValueError: ``model_name`` contradicts the folder's architecture, or the folder holds another task.
+    """
+    import replknet
+
+    if run.task != "classification":
+        raise ValueError(f"{run.folder} is a {run.task} run: evaluate it with `replknet seg-eval --checkpoint`")
+    architecture = run.architecture
+    if model_name is not None and model_name.split(".")[0] != architecture:
+        raise ValueError(f"--model {model_name} contradicts {run.folder / CONFIG_NAME}, which is for {architecture}")
+    model_args = {**run.model_args, **kwargs}
+    info = replknet.find_model_info(architecture)
+    if info is not None and info.family.deploy_arg is not None and info.family.deploy_arg not in kwargs:
+        # The form follows the weights file (model.safetensors or model_fused.safetensors of one run folder).
+        model_args.pop(info.family.deploy_arg, None)
+    overlay = {key: tuple(value) if isinstance(value, list) else value for key, value in run.pretrained_cfg.items()}
+    if overlay:
+        model_args.setdefault("pretrained_cfg_overlay", overlay)
+    model = replknet.create_model(architecture, checkpoint_path=run.weights, **model_args)
+    if run.class_names:
+        model.pretrained_cfg["label_names"] = list(run.class_names)
+    return model.eval()
 
 
 def load_model(
@@ -57,41 +89,29 @@ def load_model(
     """Build a model and load ``checkpoint`` into it, in eval mode.
 
     Args:
-        checkpoint: a checkpoint file of any layout ``replknet.create_model`` reads (official, wrapped,
-            ``module.``-prefixed, mmpretrain, deploy form, safetensors), or a converted folder (``config.json``
-            plus weights).
-        model_name: registered model name; optional for a converted folder (its config names it).
+        checkpoint: a run folder (``replknet train``), a converted folder (``replknet convert``), a weights file
+            inside either (``model_fused.safetensors``, ``checkpoint.pt``, ...), or any checkpoint file
+            ``replknet.create_model`` reads (official, wrapped, ``module.``-prefixed, mmpretrain, deploy form).
+        model_name: registered model name; needed only for a file outside a run or converted folder that does not
+            name its model (official and mmpretrain files).
         **kwargs: constructor options passed on (e.g. ``num_classes``).
 
     Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
         ValueError: unknown model, a model name that contradicts the folder's config, or a checkpoint that does
             not fit the model (``replknet.CheckpointError`` names the keys).
     """
     import replknet
 
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        config = read_folder_config(checkpoint)
-        architecture = config["architecture"]
-        if model_name is not None and model_name.split(".")[0] != architecture:
-            raise ValueError(
-                f"--model {model_name} contradicts {checkpoint / CONFIG_NAME}, which is for {architecture}"
-            )
-        model_args = dict(config.get("model_args", {}))
-        model_args.update(kwargs)
-        pretrained_cfg = config.get("pretrained_cfg")
-        if pretrained_cfg:
-            # The saved preprocessing (input size, mean/std, crop) travels with the weights.
-            model_args.setdefault("pretrained_cfg_overlay", dict(pretrained_cfg))
-        model = replknet.create_model(architecture, checkpoint_path=folder_weights(checkpoint), **model_args)
-        labels = config.get("label_names")
-        if labels:
-            model.pretrained_cfg["label_names"] = labels
-    else:
-        if model_name is None:
-            raise ValueError(f"give --model for the checkpoint file {checkpoint} (only converted folders name it)")
-        model = replknet.create_model(model_name, checkpoint_path=checkpoint, **kwargs)
-    return model.eval()
+    run = read_run(checkpoint)
+    if run is not None:
+        return build_run_model(run, model_name, **kwargs)
+    model_name = model_name or weights_architecture(checkpoint)
+    if model_name is None:
+        raise ValueError(
+            f"{checkpoint} is a weights file that does not name its model (no {CONFIG_NAME} beside it): give --model"
+        )
+    return replknet.create_model(model_name, checkpoint_path=checkpoint, **kwargs).eval()
 
 
 def is_fused(model: nn.Module) -> bool:
@@ -105,28 +125,26 @@ def is_fused(model: nn.Module) -> bool:
 def save_model_folder(model: nn.Module, folder: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """Write ``model`` as a timm local-dir folder: ``model.safetensors`` and ``config.json``, each atomically.
 
-    The config records ``small_kernel_merged`` for RepLKNet models, so loading rebuilds the same (fused or
-    training) form. Returns the folder.
+    The config records the deploy flag (``small_kernel_merged`` for RepLKNet), so loading rebuilds the same (fused
+    or training) form, and keeps the model's preprocessing (input size, mean/std, crop) and class names. Returns
+    the folder.
     """
-    from timm.models._hub import save_config_for_hf
-
     import replknet
-    from replknet.checkpoint import atomic_write
     from replknet.models._registry import family_of
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"output {folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+        raise NotADirectoryError(f"output {folder} is a file, not a folder")
     model_args: dict[str, Any] = {}
-    architecture = model.pretrained_cfg.get("architecture", "")
     family = family_of(model)
     if family is not None and family.deploy_arg is not None:
         model_args[family.deploy_arg] = is_fused(model)
-    info = {"format": "replknet", "architecture": architecture, **(metadata or {})}
+    labels = model.pretrained_cfg.get("label_names")
+    config = run_config(model, class_names=labels if labels else None, model_args=model_args)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"format": "replknet", "architecture": config["architecture"], **(metadata or {})}
     replknet.save_state_dict(model.state_dict(), folder / WEIGHTS_NAME, metadata=info)
-    # timm writes the config to a path: write it to the temporary file of an atomic write.
-    atomic_write(folder / CONFIG_NAME, lambda tmp: save_config_for_hf(model, tmp, model_args=model_args))
+    write_run_config(folder, config)
     _logger.info("wrote %s and %s", folder / WEIGHTS_NAME, folder / CONFIG_NAME)
     return folder
 
@@ -144,9 +162,12 @@ def compare_outputs(
     return max_diff, max_diff / max(reference.double().abs().max().item(), 1e-30)
 
 
-def model_input_size(model: nn.Module, size: int | None = None) -> tuple[int, int]:
-    """``(H, W)``: ``size`` when given, else the model's configured input size."""
+def model_input_size(model: nn.Module, size: int | tuple[int, int] | list[int] | None = None) -> tuple[int, int]:
+    """``(H, W)``: ``size`` when given (one int for a square), else the model's configured input size."""
     if size is not None:
-        return (size, size)
+        if isinstance(size, int):
+            return (size, size)
+        values = tuple(int(v) for v in size)
+        return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
     input_size = getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))
     return (int(input_size[-2]), int(input_size[-1]))
