@@ -29,13 +29,14 @@ def converted(tmp_path_factory) -> dict:
 
 def test_convert_and_reparam(converted: dict, capsys) -> None:
     source, work = converted["source"], converted["work"]
-    assert main(["convert", str(source), "--model", "replknet_tiny", "--check-size", "64"]) == 0
+    assert main(["convert", "--checkpoint", str(source), "--model", "replknet_tiny", "--image-size", "64"]) == 0
     out = capsys.readouterr().out
     assert f"wrote {work / 'official_replknet'}/model.safetensors" in out  # default output beside the input
     assert "max |diff| 0.000e+00 (relative 0.00e+00)" in out
 
     fused = work / "fused"
-    assert main(["reparam", str(work / "official_replknet"), "--check", "--check-size", "64", "-o", str(fused)]) == 0
+    args = ["reparam", "--checkpoint", str(work / "official_replknet"), "--image-size", "64", "--output", str(fused)]
+    assert main(args) == 0
     out = capsys.readouterr().out
     relative = float(out.split("(relative ")[1].split(")")[0])
     assert 0 < relative < 1e-5
@@ -55,12 +56,17 @@ def test_convert_and_reparam(converted: dict, capsys) -> None:
 
 def test_convert_errors(converted: dict, tmp_path: Path, capsys) -> None:
     source = converted["source"]
-    assert main(["convert", str(source), "--model", "replknet_tiny_k3", "-o", str(tmp_path / "a")]) == 2
+    assert (
+        main(["convert", "--checkpoint", str(source), "--model", "replknet_tiny_k3", "--output", str(tmp_path / "a")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "replknet convert: error:" in err and "small_conv" in err and "mis-shaped keys" in err
-    assert main(["convert", str(source), "--model", "replknet_huge", "-o", str(tmp_path / "b")]) == 2
+    assert (
+        main(["convert", "--checkpoint", str(source), "--model", "replknet_huge", "--output", str(tmp_path / "b")]) == 2
+    )
     assert "unknown model 'replknet_huge'" in capsys.readouterr().err
-    assert main(["convert", str(tmp_path / "missing.pth"), "--model", "replknet_tiny"]) == 2
+    assert main(["convert", "--checkpoint", str(tmp_path / "missing.pth"), "--model", "replknet_tiny"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
 
@@ -73,16 +79,18 @@ def test_predict_json_and_errors(converted: dict, tmp_path: Path, capsys) -> Non
         pixels = (torch.rand(70, 90, 3, generator=generator) * 255).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(images / name)
     output = tmp_path / "predictions.json"
-    args = ["predict", str(images), "--model", "replknet_tiny", "--checkpoint", str(source), "--img-size", "64"]
-    assert main([*args, "--top-k", "3", "--batch-size", "2", "--json", "--output", str(output)]) == 0
+    args = ["predict", str(images), "--model", "replknet_tiny", "--checkpoint", str(source), "--image-size", "64"]
+    assert main([*args, "--top-k", "3", "--batch-size", "2", "--json", "-", "--no-progress"]) == 0
     printed = json.loads(capsys.readouterr().out)
+    assert main([*args, "--top-k", "3", "--json", str(output), "--no-progress"]) == 0
     assert printed == json.loads(output.read_text())
+    capsys.readouterr()
     assert [Path(p["path"]).name for p in printed] == ["x.png", "y.png", "z.jpg"]
     for record in printed:
         probabilities = [s["probability"] for s in record["top"]]
         assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
         assert 0 < sum(probabilities) <= 1 + 1e-6
-    assert main(args[:2] + ["--model", "replknet_tiny", "--checkpoint", str(source), "--img-size", "64"]) == 0
+    assert main(args[:2] + ["--model", "replknet_tiny", "--checkpoint", str(source), "--image-size", "64"]) == 0
     assert "1. " in capsys.readouterr().out  # the plain listing
 
     broken = images / "broken.jpg"
@@ -95,10 +103,10 @@ def test_predict_json_and_errors(converted: dict, tmp_path: Path, capsys) -> Non
 
 def test_export_torchscript(converted: dict, tmp_path: Path, capsys) -> None:
     target = tmp_path / "tiny.pt"
-    args = ["export", "--model", "replknet_tiny", "--checkpoint", str(converted["source"]), "--img-size", "64"]
-    assert main([*args, "--format", "torchscript", "-o", str(target)]) == 0
+    args = ["export", "--model", "replknet_tiny", "--checkpoint", str(converted["source"]), "--image-size", "64"]
+    assert main([*args, "--format", "torchscript", "--output", str(target)]) == 0
     out = capsys.readouterr().out
-    assert "torch.jit.load vs PyTorch at batch 3" in out
+    assert "torch.jit.load vs the eager model at batch 3, 64x64" in out
     assert float(out.split("(relative ")[1].split(")")[0]) < 1e-4
     from replknet.deploy import load_model
     from replknet.testing import relative_error
@@ -107,14 +115,14 @@ def test_export_torchscript(converted: dict, tmp_path: Path, capsys) -> None:
     x = torch.randn(5, 3, 64, 64)  # another batch size again
     with torch.no_grad():
         assert relative_error(loaded(x), load_model(converted["source"], "replknet_tiny")(x)) < 1e-4
-    assert main([*args, "--opset", "13", "-o", str(tmp_path / "old.onnx")]) == 2
+    assert main([*args, "--opset", "13", "--output", str(tmp_path / "old.onnx")]) == 2
     assert "opset 13 is too old" in capsys.readouterr().err
 
 
 def test_bench_table_and_json(tmp_path: Path, capsys) -> None:
     target = tmp_path / "bench.json"
     args = ["bench", "--models", "replknet_tiny", "replknet_tiny_k3", "--forms", "train", "fused"]
-    args += ["--dtypes", "fp32", "--batch-size", "2", "--img-size", "64", "--warmup", "0"]
+    args += ["--dtypes", "fp32", "--batch-size", "2", "--image-size", "64", "--warmup", "0", "--no-progress"]
     assert (
         main([*args, "--iterations", "1", "--device", "cpu", "--baseline", "replknet_tiny_k3", "--json", str(target)])
         == 0

@@ -138,7 +138,7 @@ def test_write_image_folder_and_cli(tmp_path):
 
     from replknet.cli.main import main
 
-    assert main(["data", "synth", "--out", str(tmp_path), "--image-size", "32", "--train-size", "20",
+    assert main(["data", "synth", "--output", str(tmp_path), "--image-size", "32", "--train-size", "20",
                  "--val-size", "10", "--cue-conflict-size", "10"]) == 0  # fmt: skip
     folder = ImageFolder(str(tmp_path / "train"))
     assert folder.classes == list(SHAPE_NAMES) and len(folder) == 20

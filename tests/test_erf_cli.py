@@ -31,7 +31,7 @@ def test_erf_cli_end_to_end(tmp_path, capsys):
     images, out = tmp_path / "val", tmp_path / "out"
     _write_images(images)
     argv = ["erf", "replknet_tiny_k3", f"replknet_tiny={FIXTURE}", "--images", str(images)]
-    code = main(argv + ["--num-images", "2", "--size", "64", "--out", str(out)])
+    code = main(argv + ["--num-images", "2", "--image-size", "64", "--output", str(out), "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "replknet_tiny_k3" in printed and "replknet_tiny@state_dict" in printed and "t=99%" in printed
@@ -65,15 +65,17 @@ def test_erf_cli_end_to_end(tmp_path, capsys):
 
 def test_erf_cli_defaults_and_errors(tmp_path, capsys):
     args = build_parser().parse_args(["erf"])
-    assert (args.models, args.images, args.num_images, args.size) == ([], None, 50, 1024)
+    assert (args.models, args.images, args.num_images, args.image_size) == ([], None, 50, 1024)
     assert erf_cli.DEFAULT_MODELS == ("replknet_tiny_k3", "replknet_tiny")
-    assert erf_cli._labels([("a", None), ("a", None), ("a", "x/w.pth")]) == ["a", "a-2", "a@w"]
+    from replknet.cli._models import ModelSpec, unique_labels
 
-    assert main(["erf", "replknet_tiny=missing.pth", "--out", str(tmp_path)]) == 2
+    assert unique_labels([ModelSpec("a", None), ModelSpec("a", None), ModelSpec("a", "x/w.pth")]) == ["a", "a-2", "a@w"]
+
+    assert main(["erf", "replknet_tiny=missing.pth", "--output", str(tmp_path)]) == 2
     assert "checkpoint not found: missing.pth" in capsys.readouterr().err
-    assert main(["erf", "no_such_model", "--num-images", "1", "--size", "32", "--out", str(tmp_path)]) == 2
+    assert main(["erf", "no_such_model", "--num-images", "1", "--image-size", "32", "--output", str(tmp_path)]) == 2
     assert "unknown model 'no_such_model'" in capsys.readouterr().err
-    assert main(["erf", "--size", "16"]) == 2
-    assert "--size must be at least 32" in capsys.readouterr().err
-    assert main(["erf", "--images", str(tmp_path / "nowhere")]) == 2
+    assert main(["erf", "--image-size", "16"]) == 2
+    assert "--image-size must be at least 32" in capsys.readouterr().err
+    assert main(["erf", "--images", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")]) == 2
     assert "image folder not found" in capsys.readouterr().err

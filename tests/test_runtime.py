@@ -67,7 +67,7 @@ def test_cli_applies_it(monkeypatch):
     monkeypatch.setattr(replknet.runtime, "keep_freed_memory", lambda respect_env=False: calls.append(respect_env))
     from replknet.cli.main import main
 
-    assert main(["check", "--model", "replknet_tiny", "--size", "64"]) == 0
+    assert main(["check", "--model", "replknet_tiny", "--image-size", "64"]) == 0
     assert calls == [True]
 
 

@@ -46,7 +46,7 @@ _SMALL = [
 def test_short_synthetic_run_improves_miou_and_evaluates(tmp_path):
     out = tmp_path / "run"
     args = ["seg-train", "--backbone", "replknet_tiny", "--iterations", "40", "--batch-size", "8", "--warmup-iters",
-            "5", "--eval-interval", "40", "--eval-at-start", "--output-dir", str(out), *_SMALL]  # fmt: skip
+            "5", "--eval-interval", "40", "--eval-at-start", "--output", str(out), *_SMALL]  # fmt: skip
     assert main(args) == 0
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [row["iteration"] for row in history] == [0, 40]
@@ -63,11 +63,14 @@ def test_short_synthetic_run_improves_miou_and_evaluates(tmp_path):
     assert model.config.channels == 32
 
     # seg-eval: the whole-image and the covering-window sliding test agree; multi-scale + flip runs.
-    common = ["--image-size", "64", "--val-samples", "16", "--threads", "1", "--json", "--save-png", "0"]
+    common = ["--image-size", "64", "--val-samples", "16", "--threads", "1", "--json", "-", "--save-png", "0"]
     results = {}
     for name, extra in {"whole": [], "slide": ["--mode", "slide", "--crop", "64", "--stride", "32"],
                         "ms": ["--ms", "--ratios", "1.0", "1.5"]}.items():  # fmt: skip
-        assert main(["seg-eval", str(out / "last.pth"), "--output-dir", str(tmp_path / name), *common, *extra]) == 0
+        assert (
+            main(["seg-eval", "--checkpoint", str(out / "last.pth"), "--output", str(tmp_path / name), *common, *extra])
+            == 0
+        )
         results[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     assert results["whole"]["mIoU"] == pytest.approx(after, abs=1e-9)
     assert results["slide"]["mIoU"] == results["whole"]["mIoU"]
@@ -103,7 +106,7 @@ def test_bad_options_are_named(tmp_path):
         train(TrainConfig(dataset="voc"))
     with pytest.raises(ValueError, match="needs --data-root"):
         train(TrainConfig(dataset="ade20k", output=str(tmp_path)))
-    assert main(["seg-eval", str(tmp_path / "missing.pth")]) == 2
+    assert main(["seg-eval", "--checkpoint", str(tmp_path / "missing.pth")]) == 2
 
 
 @pytest.mark.slow

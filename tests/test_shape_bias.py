@@ -377,7 +377,7 @@ def test_cli_reproduces_decisions_of_checkpointed_weights(tmp_path, capsys):
             "shape-bias",
             str(stimuli_dir),
             f"replknet_tiny_k3={checkpoint}",
-            "--output",
+            "--json",
             str(tmp_path / "out.json"),
             "--plot",
             str(tmp_path / "out.png"),
@@ -387,23 +387,23 @@ def test_cli_reproduces_decisions_of_checkpointed_weights(tmp_path, capsys):
         ]
     )
     assert rc == 0
-    report = json.loads((tmp_path / "out.json").read_text())["models"]["replknet_tiny_k3 [tiny]"]
+    report = json.loads((tmp_path / "out.json").read_text())["models"]["replknet_tiny_k3@tiny"]
     assert report["checkpoint"] == str(checkpoint.resolve())
     assert [record["file"] for record in report["decisions"]] == [f"car/{f.name}" for f in files]
     assert [record["decision"] for record in report["decisions"]] == expected
     assert report["num_images"] == 4 and report["num_excluded"] == 1
     assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "replknet_tiny_k3 [tiny]" in capsys.readouterr().out
+    assert "replknet_tiny_k3@tiny" in capsys.readouterr().out
 
 
 def test_cli_errors(tmp_path, capsys):
     assert cli_main(["shape-bias", str(tmp_path), "a", "b", "--checkpoint", "x.pth"]) == 2
-    assert "--checkpoint needs exactly one MODEL" in capsys.readouterr().err
+    assert "--checkpoint goes with one MODEL at most" in capsys.readouterr().err
     _make_tree(tmp_path / "bad", ["cat/cat1_dog2.png"])
     assert cli_main(["shape-bias", str(tmp_path / "bad"), "replknet_tiny_k3"]) == 2
     assert "cat1_dog2.png: file name does not fit" in capsys.readouterr().err
     assert cli_main(["shape-bias", str(tmp_path / "bad"), "replknet_tiny_k3=x.pth", "--checkpoint", "y.pth"]) == 2
-    assert "not both" in capsys.readouterr().err
+    assert "has its checkpoint already" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the figure

@@ -39,7 +39,9 @@ __all__ = [
     "RunInfo",
     "find_run",
     "read_run",
+    "build_segmentor",
     "run_config",
+    "segmentation_run_config",
     "write_run_config",
 ]
 
@@ -320,6 +322,23 @@ def segmentation_preprocessing(dataset: str, image_size: int | None = None) -> d
     return cfg
 
 
+def segmentation_run_config(
+    segmentor: dict[str, Any], class_names: Sequence[str] | None, training: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``config.json`` of a segmentation run: its segmentor, classes, preprocessing and settings."""
+    dataset = training.get("dataset", "synthetic")
+    return {
+        "architecture": SEGMENTOR_ARCHITECTURE,
+        "backbone": segmentor.get("backbone"),
+        "num_classes": segmentor.get("num_classes"),
+        "label_names": list(class_names) if class_names else None,
+        "segmentor": dict(segmentor),
+        "pretrained_cfg": segmentation_preprocessing(dataset, training.get("image_size")),
+        "task": "segmentation",
+        "training": dict(training),
+    }
+
+
 def _read_segmentation(folder: Path, path: Path, config: dict[str, Any]) -> RunInfo:
     segmentor = config.get("segmentor")
     if not isinstance(segmentor, dict):
@@ -365,3 +384,22 @@ def _read_legacy_segmentation(folder: Path, path: Path) -> RunInfo:
         segmentor=segmentor,
         legacy=True,
     )
+
+
+def build_segmentor(run: RunInfo):
+    """The segmentor of a segmentation run, with its weights (``model.safetensors``, or ``last.pth``'s ``model``)."""
+    from replknet.checkpoint import CheckpointError, check_state_dict, read_checkpoint
+    from replknet.seg.model import RepLKNetUperNet, SegmentorConfig
+
+    if run.task != "segmentation" or run.segmentor is None:
+        raise ValueError(f"{run.folder} is a {run.task} run, not a segmentation one")
+    model = RepLKNetUperNet(SegmentorConfig.from_dict(run.segmentor))
+    state = read_checkpoint(run.weights)
+    if isinstance(state.get("model"), dict):  # a seg-train checkpoint (last.pth)
+        state = state["model"]
+    try:
+        check_state_dict(model, state)
+    except CheckpointError as error:
+        raise CheckpointError(f"{run.weights}: {error}") from None
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,84 +1,111 @@
-"""`replknet eval`: top-1/top-5 of a checkpoint (ours or official) on an ImageFolder split or the built-in shapes."""
+"""`replknet eval --checkpoint RUN`: top-1/top-5 of a run (on its own validation data) or of any checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 
+from replknet.cli import _common as common
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", help="weights file (this library's safetensors, official .pth, mmpretrain)")
+    common.add_checkpoint(parser, what="a run folder evaluates on its own validation data and needs nothing else")
+    common.add_model(parser, what="with no --checkpoint: random weights")
     parser.add_argument(
-        "--model",
-        help="registered model name, optionally with a config tag (e.g. replknet_31b.in1k_384); default: read from "
-        "config.json beside the checkpoint",
+        "--data", help="ImageFolder root (holding SPLIT/<class>/...) or 'synthetic' (default: the run's data)"
     )
-    parser.add_argument("--data", default="synthetic", help="ImageFolder root (holding SPLIT/) or 'synthetic'")
-    parser.add_argument("--split", default="val", help="split folder under --data (default: val)")
-    parser.add_argument("--image-size", type=int, help="default: the model config's size (64 for synthetic)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--device", choices=["cpu", "cuda"])
-    parser.add_argument("--amp", choices=["bf16", "fp16"])
-    parser.add_argument("--shape-bias", action="store_true", help="also the synthetic cue-conflict shape bias")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def _from_run_config(checkpoint: str | None) -> dict:
-    """model/image_size from the config.json a training run wrote beside its checkpoints."""
-    import json
-    from pathlib import Path
-
-    if checkpoint is None:
-        return {}
-    config_path = Path(checkpoint).parent / "config.json"
-    if not config_path.is_file():
-        return {}
-    values = json.loads(config_path.read_text())
-    return {"model": values.get("model"), "image_size": values.get("image_size")}
+    parser.add_argument("--split", help="split folder under --data (default: the run's validation split, else val)")
+    common.add_image_size(parser, "evaluation resolution (default: the run's, else the model's)", square_only=True)
+    parser.add_argument(
+        "--batch-size", type=common.positive_int, help="images per forward (default: the run's, else 64)"
+    )
+    parser.add_argument("--workers", type=common.nonnegative_int, default=4, help="DataLoader worker processes")
+    common.add_device(parser)
+    common.add_threads(parser)
+    parser.add_argument("--amp", choices=["bf16", "fp16"], help="autocast precision (default: the run's, else fp32)")
+    common.add_memory_format(parser, default=None, what="default: as the run validated, else contiguous")
+    parser.add_argument("--shape-bias", action="store_true", help="also the built-in cue-conflict shape bias")
+    common.add_json(parser, "the metrics")
+    common.add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from replknet.train import evaluate_checkpoint
 
-    saved = _from_run_config(args.checkpoint)
-    model = args.model or saved.get("model")
-    if model is None:
-        raise ValueError("give --model (no config.json beside the checkpoint names it)")
-    image_size = args.image_size or (saved.get("image_size") if args.data == "synthetic" else None)
+    if args.checkpoint is None and args.model is None:
+        raise ValueError("give --checkpoint RUN (a run folder needs nothing else), or --model NAME")
+    common.check_json_output(args.json)
+    device = common.setup_torch(args)
+    channels_last = None
+    if args.memory_format is not None:
+        from replknet.runtime import resolve_memory_format
+
+        channels_last = resolve_memory_format(args.memory_format, device) == "channels_last"
     metrics = evaluate_checkpoint(
-        model,
+        args.model,
         args.checkpoint,
         args.data,
         split=args.split,
-        image_size=image_size,
+        image_size=args.image_size,
         batch_size=args.batch_size,
         workers=args.workers,
-        device=args.device,
+        device=str(device),
         amp=args.amp,
+        channels_last=channels_last,
         progress=not args.no_progress,
     )
+    recorded = _recorded_top1(args.checkpoint, metrics)
+    if recorded is not None:
+        metrics["recorded_top1"] = recorded
     if args.shape_bias:
-        import torch
-
-        import replknet
+        from replknet.deploy import load_model
         from replknet.train import synthetic_shape_bias
 
-        net = replknet.create_model(model, checkpoint_path=args.checkpoint, num_classes=10).eval()
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        metrics["shape_bias"] = synthetic_shape_bias(net.to(device), metrics["image_size"], device=device)
-    if args.json:
-        print(json.dumps(metrics, indent=2))
+        if args.checkpoint is not None:
+            net = load_model(args.checkpoint, args.model)
+        else:
+            import replknet
+
+            net = replknet.create_model(args.model, num_classes=10)
+        if net.num_classes != 10:
+            raise ValueError(f"--shape-bias needs a model of the 10 built-in shapes; this one has {net.num_classes}")
+        metrics["shape_bias"] = synthetic_shape_bias(net.to(device).eval(), metrics["image_size"], device=device)
+    common.write_json(metrics, args.json)
+    if args.json == "-":
         return 0
-    print(f"model       {model}")
+    print(f"model       {metrics['model']}")
     print(f"checkpoint  {args.checkpoint}")
-    print(f"data        {args.data}/{args.split} ({metrics['images']} images at {metrics['image_size']}px)")
-    print(f"top-1       {metrics['top1']:.2f}%")
+    print(f"data        {metrics['data']}/{metrics['split']} ({metrics['images']} images at {metrics['image_size']}px)")
+    print(
+        f"top-1       {metrics['top1']:.2f}%"
+        + (f"  (the run recorded {recorded:.2f}%)" if recorded is not None else "")
+    )
     print(f"top-5       {metrics['top5']:.2f}%")
     print(f"loss        {metrics['loss']:.4f}")
     if "shape_bias" in metrics:
         bias = metrics["shape_bias"]
         print(f"shape bias  {bias['shape_bias']:.3f} (shape {bias['shape_hits']}, texture {bias['texture_hits']})")
     return 0
+
+
+def _recorded_top1(checkpoint: str | None, metrics: dict) -> float | None:
+    """The top-1 the run's summary.json recorded for these weights on the same data, if any."""
+    from pathlib import Path
+
+    from replknet.runs import read_run
+
+    if checkpoint is None:
+        return None
+    run = read_run(checkpoint)
+    if run is None or run.task != "classification" or run.training is None:
+        return None
+    summary = run.summary()
+    training = run.training
+    if not summary or str(metrics["data"]) != str(training.get("data")):
+        return None
+    if metrics["split"] != training.get("val_split", "val"):
+        return None
+    key = {"model_fused.safetensors": "val_fused", "model_ema.safetensors": "val_ema"}.get(
+        Path(run.weights).name, "val"
+    )
+    values = summary.get(key) or {}
+    return values.get("top1")

@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from replknet.cli._common import HelpFormatter
+
 # command name -> (module under replknet.cli, one-line help). Each module defines
 # `add_arguments(parser)` and `run(args) -> int`; heavy imports stay inside `run`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(f"replknet.cli.{module_name}")
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
     return parser

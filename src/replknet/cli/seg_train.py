@@ -4,48 +4,66 @@ from __future__ import annotations
 
 import argparse
 
+from replknet.cli import _common as common
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset", default="synthetic", choices=["synthetic", "ade20k", "cityscapes"], help="default: synthetic"
-    )
+    parser.add_argument("--dataset", default="synthetic", choices=["synthetic", "ade20k", "cityscapes"], help="data")
     parser.add_argument(
         "--data-root", help="ADE20K root (images/, annotations/) or Cityscapes root (leftImg8bit/, gtFine/)"
     )
-    parser.add_argument("--backbone", help="RepLKNet config (default: replknet_tiny for synthetic, else replknet_31b)")
-    parser.add_argument("--backbone-checkpoint", help="local RepLKNet checkpoint for the backbone (official or ours)")
-    parser.add_argument("--channels", type=int, help="UPerHead width (paper: 512; synthetic demo: 64)")
-    parser.add_argument("--aux-channels", type=int, help="auxiliary FCNHead width (paper: 256; 0 = no aux head)")
-    parser.add_argument("--drop-path-rate", type=float)
-    parser.add_argument("--norm-intermediate-features", action="store_true", help="BN on each stage output (XL)")
-    parser.add_argument("--iterations", type=int, help="training iterations (synthetic: 200)")
-    parser.add_argument("--batch-size", type=int, help="images per process (synthetic: 8, else 2)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (paper: 2e-4)")
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-iters", type=int, help="linear warm-up iterations (paper: 400)")
-    parser.add_argument("--crop-size", type=int, help="training crop (ADE20K 512, Cityscapes 769)")
-    parser.add_argument("--eval-interval", type=int)
-    parser.add_argument("--eval-mode", default="whole", choices=["whole", "slide"])
-    parser.add_argument("--eval-crop", type=int, help="sliding-window size")
-    parser.add_argument("--eval-stride", type=int, help="sliding-window stride")
-    parser.add_argument("--checkpoint-interval", type=int)
-    parser.add_argument("--output-dir", default="runs/seg", help="checkpoints, metrics.json, predictions/*.png")
-    parser.add_argument("--resume", help="checkpoint to resume, or 'auto' (OUTPUT_DIR/last.pth if present)")
     parser.add_argument(
-        "--stop-after", type=int, help="end this run after N iterations (resume later with --resume auto)"
+        "--backbone", help="registered backbone model (default: replknet_tiny for synthetic, else replknet_31b)"
+    )
+    parser.add_argument(
+        "--backbone-checkpoint", metavar="RUN|FILE", help="backbone weights: a classification run or any checkpoint"
+    )
+    parser.add_argument("--channels", type=common.positive_int, help="UPerHead width (paper: 512; synthetic demo: 64)")
+    parser.add_argument(
+        "--aux-channels", type=common.nonnegative_int, help="auxiliary FCNHead width (paper: 256; demo 32; 0: none)"
+    )
+    parser.add_argument("--drop-path-rate", type=common.fraction, help="backbone stochastic depth (paper: 0.3-0.5)")
+    parser.add_argument("--norm-intermediate-features", action="store_true", help="BN on each stage output (XL)")
+    parser.add_argument("--iterations", type=common.positive_int, help="training iterations (synthetic: 200)")
+    parser.add_argument("--batch-size", type=common.positive_int, help="images per process (synthetic: 8, else 2)")
+    parser.add_argument("--lr", type=common.positive_float, help="peak learning rate (paper: 2e-4; synthetic: 2e-3)")
+    parser.add_argument("--weight-decay", type=common.nonnegative_float, default=0.05, help="AdamW weight decay")
+    parser.add_argument(
+        "--warmup-iters", type=common.nonnegative_int, help="linear warm-up iterations (paper: 400; synthetic: 20)"
+    )
+    parser.add_argument("--crop-size", type=common.positive_int, help="training crop (ADE20K 512, Cityscapes 769)")
+    parser.add_argument(
+        "--eval-interval", type=common.positive_int, help="iterations between evaluations (synthetic: 100)"
+    )
+    parser.add_argument("--eval-mode", default="whole", choices=["whole", "slide"], help="evaluation inference mode")
+    parser.add_argument("--eval-crop", type=common.positive_int, help="sliding-window size")
+    parser.add_argument("--eval-stride", type=common.positive_int, help="sliding-window stride")
+    parser.add_argument(
+        "--checkpoint-interval", type=common.positive_int, help="iterations between checkpoints (synthetic: 100)"
+    )
+    parser.add_argument(
+        "--output", default="runs/seg", metavar="DIR", help="the run folder: weights, config.json, last.pth, metrics"
+    )
+    parser.add_argument("--resume", help="checkpoint to resume, or 'auto' (OUTPUT/last.pth if present)")
+    parser.add_argument(
+        "--stop-after",
+        type=common.positive_int,
+        help="end this run after N iterations (resume later with --resume auto)",
     )
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 + grad scaling on GPU)")
     parser.add_argument("--grad-checkpointing", action="store_true", help="recompute backbone blocks in backward")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--threads", type=int, help="torch CPU threads per process")
-    parser.add_argument("--image-size", type=int, default=96, help="synthetic image size")
-    parser.add_argument("--train-samples", type=int, help="synthetic training images (default 512)")
-    parser.add_argument("--val-samples", type=int, help="synthetic validation images (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, data and augmentation")
+    parser.add_argument("--workers", type=common.nonnegative_int, default=0, help="data-loader worker processes")
+    common.add_device(parser)
+    common.add_threads(parser)
+    parser.add_argument("--image-size", type=common.positive_int, default=96, help="synthetic image size")
+    parser.add_argument("--train-samples", type=common.positive_int, help="synthetic training images (default: 512)")
+    parser.add_argument("--val-samples", type=common.positive_int, help="synthetic validation images (default: 64)")
     parser.add_argument("--eval-at-start", action="store_true", help="also evaluate the untrained model")
-    parser.add_argument("--save-png", type=int, default=4, help="colour-coded predictions to write at the end")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--save-png", type=common.nonnegative_int, default=4, help="colour-coded predictions to write at the end"
+    )
+    common.add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         eval_crop=args.eval_crop,
         eval_stride=args.eval_stride,
         save_every=args.checkpoint_interval,
-        output=args.output_dir,
+        output=args.output,
         resume=args.resume,
         stop_after=args.stop_after,
         amp=args.amp,
@@ -99,7 +117,5 @@ def run(args: argparse.Namespace) -> int:
     final = result["final"]
     if final is not None:
         print("per-class IoU: " + ", ".join(f"{name} {100 * value:.1f}" for name, value in final["IoU"].items()))
-    print(
-        f"trained {result['iterations']} iterations in {result['seconds']:.0f} s; checkpoint {args.output_dir}/last.pth"
-    )
+    print(f"trained {result['iterations']} iterations in {result['seconds']:.0f} s; run folder {args.output}")
     return 0

@@ -4,59 +4,90 @@ from __future__ import annotations
 
 import argparse
 
+from replknet.cli import _common as common
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from replknet.train.config import PRESETS
+
+    demo = PRESETS["demo"]
+
+    def preset_default(name: str, text: str) -> str:
+        # The defaults come from --preset; the demo's are shown (the others: `--preset NAME --print-config`).
+        return f"{text} (default: the preset's; demo: {getattr(demo, name)})"
+
+    def option(flag: str, name: str, text: str, **kwargs) -> None:
+        parser.add_argument(flag, dest=name, help=preset_default(name, text), **kwargs)
 
     parser.add_argument(
         "--preset",
         default="demo",
         choices=sorted(PRESETS),
-        help="recipe (default: demo = replknet_tiny on the built-in shapes, about 5 minutes on 2 CPU cores)",
+        help="recipe: demo = replknet_tiny on the built-in shapes (a few minutes on 2 CPU cores), or one of the "
+        "paper's ImageNet recipes",
     )
-    parser.add_argument("--model", help="registered model name")
-    parser.add_argument("--data", help="'synthetic' or an ImageFolder root with train/ and val/ inside")
-    parser.add_argument("--output", help="output directory (checkpoints, metrics.jsonl, summary.json)")
-    parser.add_argument("--resume", help="continue from a checkpoint.pt (or the output directory holding it)")
-    parser.add_argument("--pretrained", help="start from these weights (fine-tuning; a different head is replaced)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--warmup-epochs", type=float)
-    parser.add_argument("--batch-size", type=int, help="per process and forward pass")
-    parser.add_argument("--recipe-batch", type=int, help="global batch the lr is given for")
-    parser.add_argument("--accum-steps", type=int, help="gradient accumulation (default: reach the recipe batch)")
-    parser.add_argument("--lr", type=float, help="learning rate at the recipe batch (scaled to the real batch)")
-    parser.add_argument("--min-lr", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--layer-decay", type=float, help="layer-wise lr decay over the official 14 groups")
-    parser.add_argument("--drop-path", type=float)
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--num-classes", type=int)
-    parser.add_argument("--train-size", type=int, dest="synthetic_train_size", help="synthetic training images")
-    parser.add_argument("--val-size", type=int, dest="synthetic_val_size", help="synthetic validation images")
-    parser.add_argument("--mixup", type=float)
-    parser.add_argument("--cutmix", type=float)
-    parser.add_argument("--smoothing", type=float)
-    parser.add_argument("--reprob", type=float)
-    parser.add_argument("--aa", dest="auto_augment", help="timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1")
-    parser.add_argument("--ema-decay", type=float)
-    parser.add_argument("--clip-grad", type=float)
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--amp", choices=["bf16", "fp16"])
-    parser.add_argument("--channels-last", action="store_true", default=None)
-    parser.add_argument("--grad-checkpointing", action="store_true", default=None)
-    parser.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across processes")
+    option("--model", "model", "registered model name")
+    option("--data", "data", "'synthetic' or an ImageFolder root with train/ and val/ inside")
+    option("--output", "output", "the run folder: weights, config.json, checkpoint.pt, metrics, summary")
+    parser.add_argument(
+        "--resume", metavar="RUN|FILE", help="continue a run: its folder, or its checkpoint.pt (nothing else changes)"
+    )
+    parser.add_argument(
+        "--pretrained", metavar="RUN|FILE", help="start from these weights (fine-tuning; a different head is replaced)"
+    )
+    option("--epochs", "epochs", "training epochs", type=common.positive_int)
+    option("--warmup-epochs", "warmup_epochs", "linear warm-up, in epochs", type=common.nonnegative_float)
+    option("--batch-size", "batch_size", "images per process and forward pass", type=common.positive_int)
+    option("--recipe-batch", "recipe_batch", "the global batch --lr is given for", type=common.positive_int)
+    parser.add_argument(
+        "--accum-steps",
+        type=common.positive_int,
+        help="gradient accumulation steps (default: enough to reach --recipe-batch)",
+    )
+    option(
+        "--lr", "lr", "learning rate at --recipe-batch (scaled to the real global batch)", type=common.positive_float
+    )
+    option("--min-lr", "min_lr", "final learning rate of the cosine schedule", type=common.nonnegative_float)
+    option(
+        "--weight-decay", "weight_decay", "AdamW weight decay (none on BN and biases)", type=common.nonnegative_float
+    )
+    option(
+        "--layer-decay", "layer_decay", "layer-wise lr decay over the official 14 groups", type=common.positive_float
+    )
+    option("--drop-path", "drop_path", "stochastic depth rate", type=common.fraction)
+    option("--image-size", "image_size", "training and evaluation resolution", type=common.positive_int)
+    parser.add_argument(
+        "--num-classes", type=common.positive_int, help="head width (default: the number of classes in the data)"
+    )
+    option("--train-size", "synthetic_train_size", "synthetic training images", type=common.positive_int)
+    option("--val-size", "synthetic_val_size", "synthetic validation images", type=common.positive_int)
+    option("--mixup", "mixup", "mixup alpha (0: off)", type=common.nonnegative_float)
+    option("--cutmix", "cutmix", "cutmix alpha (0: off)", type=common.nonnegative_float)
+    option("--smoothing", "smoothing", "label smoothing", type=common.fraction)
+    option("--reprob", "reprob", "random-erasing probability", type=common.fraction)
+    option("--aa", "auto_augment", "timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1")
+    option("--ema-decay", "ema_decay", "EMA of the weights (timm ModelEmaV3), e.g. 0.9999", type=common.fraction)
+    option("--clip-grad", "clip_grad", "gradient-norm clipping", type=common.positive_float)
+    option("--workers", "workers", "DataLoader worker processes for ImageFolder data", type=common.nonnegative_int)
+    option("--seed", "seed", "seed of weights, data order and augmentation", type=int)
+    option("--amp", "amp", "mixed precision", choices=["bf16", "fp16"])
+    common.add_memory_format(parser, default=None, what="default: the preset's (demo: auto)")
+    parser.add_argument(
+        "--grad-checkpointing", action="store_true", default=None, help="recompute blocks in the backward pass"
+    )
+    parser.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across GPU processes")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--no-fuse", action="store_false", dest="fuse", default=None, help="skip the fused model")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    common.add_device(parser)
+    common.add_threads(parser)
+    common.add_progress(parser)
     parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
 
 
 _OPTION_NAMES = (
     "model data output pretrained epochs warmup_epochs batch_size recipe_batch accum_steps lr min_lr weight_decay "
     "layer_decay drop_path image_size num_classes synthetic_train_size synthetic_val_size mixup cutmix smoothing "
-    "reprob auto_augment ema_decay clip_grad workers seed amp channels_last grad_checkpointing sync_bn compile fuse"
+    "reprob auto_augment ema_decay clip_grad workers seed amp memory_format grad_checkpointing sync_bn compile fuse"
 ).split()
 
 
@@ -111,9 +142,14 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_json())
         return 0
-    is_main = init_distributed(args.device).is_main
+    device = None if args.device == "auto" else args.device
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    is_main = init_distributed(device).is_main
     try:
-        result = train(config, resume=args.resume, progress=not args.no_progress, device=args.device)
+        result = train(config, resume=args.resume, progress=not args.no_progress, device=device)
     except NonFiniteLossError as error:
         print(f"replknet train: stopped: {error}", file=sys.stderr)
         return 3

@@ -4,6 +4,9 @@ The official repository has no throughput script; its maintainer points to Swin'
 issue #17): eval mode, ``no_grad``, one random batch (64), 50 warm-up forwards, ``cuda.synchronize()``, then 30
 timed forwards, images/s = iterations x batch / elapsed. This module does the same, for the training form, the
 fused form and (beyond the paper) the deep-fused form, in fp32 and bf16 (autocast), on CPU or GPU.
+
+NOTE: on a CPU the paper's counts take hours (a batch-64 RepLKNet-31B forward takes seconds on a few cores), so
+there the timed forwards run for a time budget instead (``budget``): as many as fit in it, at least two.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def measure_throughput(
     device: str | torch.device = "cpu",
     dtype: str = "fp32",
     channels_last: bool = False,
+    budget: float | None = None,
 ) -> tuple[float, float]:
     """``(images/s, ms per batch)`` of eval-mode forwards on one random batch (Swin's ``throughput()`` method).
 
@@ -70,13 +74,16 @@ def measure_throughput(
         batch_size: images per forward (the paper: 64).
         image_size: square input resolution.
         warmup: untimed forwards first (the paper: 50).
-        iterations: timed forwards (the paper: 30).
+        iterations: timed forwards (the paper: 30); with ``budget``, at most this many.
         device: ``"cpu"`` or ``"cuda"``; CUDA is synchronised before and after the timed loop.
         dtype: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` under ``torch.autocast``.
         channels_last: run in channels-last memory format.
+        budget: seconds of timed forwards: they stop once this much time has passed (at least two are timed).
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    if budget is not None and not budget > 0:
+        raise ValueError(f"budget must be a positive number of seconds, got {budget}")
     if batch_size < 1 or iterations < 1 or warmup < 0:
         raise ValueError(
             f"need batch_size >= 1, iterations >= 1, warmup >= 0; got {batch_size}, {iterations}, {warmup}"
@@ -92,11 +99,17 @@ def measure_throughput(
             model(x)
         _synchronize(device)
         start = time.perf_counter()
-        for _ in range(iterations):
+        done = 0
+        while done < iterations:
             model(x)
+            done += 1
+            if budget is not None and done >= 2:
+                _synchronize(device)
+                if time.perf_counter() - start >= budget:
+                    break
         _synchronize(device)
         elapsed = time.perf_counter() - start
-    return iterations * batch_size / elapsed, 1000 * elapsed / iterations
+    return done * batch_size / elapsed, 1000 * elapsed / done
 
 
 def device_description(device: str | torch.device) -> str:
@@ -115,12 +128,21 @@ def device_description(device: str | torch.device) -> str:
     return f"{name}, {torch.get_num_threads()} threads"
 
 
-def build_bench_model(name: str, form: str = "train", image_size: int = 224) -> nn.Module | None:
-    """The model ``name`` in ``form`` (random weights, eval), or None when the model has no such form."""
+def build_bench_model(name: str | nn.Module, form: str = "train", image_size: int = 224) -> nn.Module | None:
+    """The model ``name`` (or a copy of a given model) in ``form`` (eval), or None when it has no such form."""
+    import copy
+
     import replknet
+    from replknet.models._registry import family_of
 
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
+    if isinstance(name, nn.Module):
+        family = family_of(name)
+        if (family is None or not family.fusible) and form != "train":
+            return None
+        model = copy.deepcopy(name).eval()
+        return replknet.reparameterize(model, inplace=True, deep=form == "deep") if form != "train" else model
     info = replknet.find_model_info(name)
     if (info is None or not info.fusible) and form != "train":
         return None
@@ -133,8 +155,20 @@ def build_bench_model(name: str, form: str = "train", image_size: int = 224) -> 
     return model
 
 
+def bench_entries(models: Sequence[str | nn.Module], forms: Sequence[str], dtypes: Sequence[str]) -> int:
+    """How many measurements ``benchmark`` makes (models without a fused form are measured once per dtype)."""
+    from replknet.models import find_model_info
+    from replknet.models._registry import family_of
+
+    count = 0
+    for name in models:
+        family = family_of(name) if isinstance(name, nn.Module) else getattr(find_model_info(name), "family", None)
+        count += (len(forms) if family is not None and family.fusible else 1) * len(dtypes)
+    return count
+
+
 def benchmark(
-    models: Sequence[str] = DEFAULT_MODELS,
+    models: Sequence[str | nn.Module] = DEFAULT_MODELS,
     forms: Sequence[str] = ("train", "fused"),
     dtypes: Sequence[str] = ("fp32", "bf16"),
     batch_size: int = 64,
@@ -144,10 +178,15 @@ def benchmark(
     device: str = "cpu",
     channels_last: bool = False,
     on_result: Callable[[BenchResult], None] | None = None,
+    budget: float | None = None,
+    on_start: Callable[[str, str, str], None] | None = None,
 ) -> list[BenchResult]:
     """Params, MACs and throughput of each model x form x dtype; models without a fused form run once, as built.
 
-    ``on_result`` is called after each measurement (the CLI prints progress with it).
+    ``models`` are registered or timm names, or models (a run's, with its weights: measured as they are).
+    ``budget`` times forwards for that many seconds per measurement instead of ``iterations`` of them
+    (``measure_throughput``). ``on_start(model, form, dtype)`` and ``on_result(result)`` are called before and
+    after each measurement (the CLI shows progress with them).
     """
     from replknet import count_macs, count_params
 
@@ -157,22 +196,28 @@ def benchmark(
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device cuda requested but CUDA is not available")
     from replknet.models import find_model_info
+    from replknet.models._registry import family_of
 
     results: list[BenchResult] = []
     for name in models:
         # Models without a fused form (the timm peers) are measured once, as built, whatever ``forms`` says.
-        info = find_model_info(name)
-        model_forms = forms if info is not None and info.fusible else ("-",)
+        if isinstance(name, nn.Module):
+            label, family = name.pretrained_cfg.get("architecture", type(name).__name__), family_of(name)
+        else:
+            label, family = name, getattr(find_model_info(name), "family", None)
+        model_forms = forms if family is not None and family.fusible else ("-",)
         for form in model_forms:
             model = build_bench_model(name, "train" if form == "-" else form, image_size)
             params = count_params(model)
             gmacs = count_macs(model, image_size) / 1e9
             for dtype in dtypes:
+                if on_start is not None:
+                    on_start(label, form, dtype)
                 speed, ms = measure_throughput(
-                    model, batch_size, image_size, warmup, iterations, device, dtype, channels_last
+                    model, batch_size, image_size, warmup, iterations, device, dtype, channels_last, budget
                 )
                 result = BenchResult(
-                    name,
+                    label,
                     form,
                     dtype,
                     str(device),
@@ -184,7 +229,7 @@ def benchmark(
                     ms,
                     torch.get_num_threads(),
                 )
-                _logger.info("%s %s %s: %.1f images/s", name, form, dtype, speed)
+                _logger.info("%s %s %s: %.1f images/s", label, form, dtype, speed)
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
@@ -218,6 +263,7 @@ __all__ = [
     "FORMS",
     "PEERS",
     "BenchResult",
+    "bench_entries",
     "benchmark",
     "build_bench_model",
     "device_description",

@@ -81,11 +81,14 @@ def class_labels(model: nn.Module) -> list[str] | None:
     return list(ImageNetInfo(subset).label_descriptions())
 
 
-def data_transform(model: nn.Module, image_size: int | None = None):
-    """The model's evaluation transform (timm ``resolve_data_config`` + ``create_transform``)."""
+def data_transform(model: nn.Module, image_size: int | tuple[int, int] | None = None):
+    """The model's evaluation transform (timm ``resolve_data_config`` + ``create_transform``); ``image_size`` (one
+    size or ``(H, W)``) replaces the configured input size, keeping its crop ratio."""
     from timm.data import create_transform, resolve_data_config
 
-    args = {"input_size": (getattr(model, "in_chans", 3), image_size, image_size)} if image_size else {}
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    args = {"input_size": (getattr(model, "in_chans", 3), *image_size)} if image_size else {}
     config = resolve_data_config(args, model=model)
     return create_transform(**config, is_training=False)
 
@@ -101,10 +104,11 @@ def predict(
     images: Iterable[str | os.PathLike],
     top_k: int = 5,
     batch_size: int = 16,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
     device: str | torch.device = "cpu",
     labels: Sequence[str] | None = None,
     skip_bad_images: bool = False,
+    progress: bool = False,
 ) -> list[Prediction]:
     """Top-k classes for each image file (folders are searched recursively).
 
@@ -113,11 +117,13 @@ def predict(
         images: image files and/or folders.
         top_k: classes per image (capped at the number of classes).
         batch_size: images per forward pass.
-        image_size: override the model's input resolution (the crop keeps the model's crop ratio).
+        image_size: override the model's input resolution, one size or ``(H, W)`` (the crop keeps the model's
+            crop ratio).
         device: where to run.
         labels: class names; by default ``class_labels(model)``.
         skip_bad_images: an unreadable file gets a ``Prediction`` with no classes and its ``error`` (in its place
             in the list) and the other files are still classified; by default the first one raises.
+        progress: a progress bar over the images.
 
     Raises:
         ImageReadError: an unreadable image (a ``ValueError`` naming the file), unless ``skip_bad_images``.
@@ -137,8 +143,12 @@ def predict(
     transform = data_transform(model, image_size)
     model = model.eval().to(device)
     k = min(top_k, num_classes)
+    from tqdm.auto import tqdm
+
     predictions: dict[int, Prediction] = {}
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
     for batch_indices in _batches(range(len(paths)), batch_size):
+        bar.update(len(batch_indices))
         tensors, readable = [], []
         for index in batch_indices:
             try:
@@ -158,6 +168,7 @@ def predict(
             scores = [ClassScore(i, labels[i] if labels else None, p) for p, i in zip(p_row, i_row)]
             predictions[index] = Prediction(str(paths[index]), scores)
         _logger.debug("classified %d/%d images", len(predictions), len(paths))
+    bar.close()
     return [predictions[index] for index in range(len(paths))]
 
 

@@ -10,9 +10,11 @@ It stands on the classification engine's parts (``replknet.train``): the distrib
 stop taken by every process at once, every process's RNG state in the checkpoint, the ``metrics.jsonl`` writer,
 the atomic writer and the configuration base (``replknet.config.RunConfig``).
 
-The run folder (``output``) holds ``last.pth`` (the training state), ``metrics.jsonl`` (the loss every
-``log_every`` iterations and each evaluation) and, once the last iteration is done, ``metrics.json`` (the history
-and the final metrics), which marks a finished run: a new run there is refused unless ``overwrite``.
+The run folder (``output``) holds ``config.json`` (the segmentor, its classes and preprocessing, the run's settings:
+what ``seg-eval --checkpoint RUN`` reads, ``replknet.runs``), ``last.pth`` (the training state), ``metrics.jsonl``
+(the loss every ``log_every`` iterations and each evaluation) and, once the last iteration is done,
+``model.safetensors`` (the trained segmentor) and ``metrics.json`` (the history and the final metrics), which marks
+a finished run: a new run there is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from replknet.checkpoint import atomic_torch_save, atomic_write_text
+from replknet.checkpoint import atomic_torch_save, atomic_write_text, save_state_dict
+from replknet.runs import SEGMENTOR_ARCHITECTURE, segmentation_run_config, write_run_config
 from replknet.config import RunConfig
 from replknet.outputs import check_output_dir
 from replknet.seg.data import DATASET_SPECS, build_dataset, denormalize, palette, save_prediction_png
@@ -62,6 +65,7 @@ _logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pth"  # the latest training state
 SUMMARY_NAME = "metrics.json"  # written when the last iteration is done: it marks a finished run
+WEIGHTS_NAME = "model.safetensors"  # the trained segmentor, beside config.json (replknet.runs)
 PREDICTIONS_DIR = "predictions"
 
 
@@ -478,7 +482,7 @@ def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> d
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)  # checked before any work (train)
         if resume is None:
-            for name in (CHECKPOINT_NAME, SUMMARY_NAME, METRICS_NAME):  # nothing of an earlier run stays
+            for name in (CHECKPOINT_NAME, SUMMARY_NAME, METRICS_NAME, WEIGHTS_NAME):  # nothing of an earlier run stays
                 (out_dir / name).unlink(missing_ok=True)
             for old in (out_dir / PREDICTIONS_DIR).glob("pred_*.png"):
                 old.unlink()
@@ -529,6 +533,10 @@ def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> d
         if env.is_main:
             _log_metrics(metrics, iteration)
         return metrics
+
+    if env.is_main:
+        run_config = segmentation_run_config(segmentor_config.to_dict(), class_names, config.to_dict())
+        write_run_config(out_dir, run_config)  # what seg-eval --checkpoint reads
 
     if config.eval_at_start and start_iteration == 0:
         _evaluate(0, last=False)
@@ -592,7 +600,10 @@ def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> d
     result = dict(
         history=history, final=metrics, seconds=elapsed, iterations=config.iterations, config=config.to_dict()
     )
-    if env.is_main and iteration == config.iterations:  # the marker of a finished run, written last
+    if env.is_main and iteration == config.iterations:
+        # The trained weights beside config.json (seg-eval --checkpoint RUN), then the marker of a finished run.
+        metadata = {"architecture": SEGMENTOR_ARCHITECTURE, "backbone": str(config.backbone)}
+        save_state_dict(model.state_dict(), out_dir / WEIGHTS_NAME, metadata)
         atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(result, indent=1, default=_json_default))
     barrier()
     return result

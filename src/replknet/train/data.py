@@ -37,9 +37,18 @@ DataFileError = ImageReadError
 
 
 def eval_transform(
-    image_size: int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation: str = "bicubic"
+    image_size: int,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation: str = "bicubic",
+    crop_pct: float | None = None,
+    crop_mode: str | None = None,
 ) -> Callable:
-    """The official evaluation transform (see the module docstring), built with timm's ``create_transform``."""
+    """The official evaluation transform (see the module docstring), built with timm's ``create_transform``.
+
+    ``crop_pct``/``crop_mode`` replace the official rule (a run's own preprocessing, e.g. no crop for a model
+    trained on the built-in shapes).
+    """
     from timm.data import create_transform
 
     big = image_size >= 384
@@ -49,8 +58,8 @@ def eval_transform(
         interpolation=interpolation,
         mean=tuple(mean),
         std=tuple(std),
-        crop_pct=1.0 if big else 0.875,
-        crop_mode="squash" if big else "center",
+        crop_pct=crop_pct if crop_pct is not None else (1.0 if big else 0.875),
+        crop_mode=crop_mode if crop_mode is not None else ("squash" if big else "center"),
     )
 
 

@@ -40,7 +40,7 @@ CHECKPOINT_NAME = "checkpoint.pt"  # the latest full training state
 MODEL_NAME = "model.safetensors"  # trained weights (training form)
 EMA_NAME = "model_ema.safetensors"
 FUSED_NAME = "model_fused.safetensors"  # re-parameterised (deploy form)
-CONFIG_NAME = "config.json"
+CONFIG_NAME = "config.json"  # the run folder's model card (replknet.runs): model, preprocessing, classes, settings
 SUMMARY_NAME = "summary.json"  # written when the last epoch is done: it marks a finished run
 # What a run writes; a fresh run in a folder that holds them (``overwrite``, or an unfinished run started again
 # without ``resume``) removes them first, so that nothing of the old run is mistaken for the new one's.
@@ -96,7 +96,11 @@ def _build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     options = {} if config.head_init_scale is None else {"head_init_scale": config.head_init_scale}
     model = replknet.create_model(config.model, num_classes=num_classes, drop_path_rate=config.drop_path, **options)
     if config.pretrained:
-        state_dict = convert_state_dict(read_checkpoint(config.pretrained), model)
+        from replknet.runs import read_run
+
+        run = read_run(config.pretrained)  # a run folder: its model.safetensors
+        source = run.weights if run is not None else config.pretrained
+        state_dict = convert_state_dict(read_checkpoint(source), model)
         own = model.state_dict()
         dropped = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
         for key in dropped:  # a head for another number of classes (22K -> 1K fine-tuning)
@@ -115,6 +119,50 @@ class _Data:
     num_classes: int
     train_images: int
     seconds: float
+    classes: list[str] = field(default_factory=list)
+
+
+def evaluation_settings(config: TrainConfig) -> dict[str, Any]:
+    """How the run validates (data, split, batch, memory format, AMP): ``replknet eval`` of the run folder uses
+    the same, and so prints the top-1 the run recorded."""
+    synthetic = config.data == "synthetic"
+    return {
+        "data": config.data,
+        "split": config.val_split,
+        "image_size": config.image_size,
+        # Eval batch = 1.5x the training batch, as in the official main.py; the in-memory synthetic data: 2x.
+        "batch_size": config.batch_size * 2 if synthetic else int(1.5 * config.batch_size),
+        "synthetic_size": config.synthetic_val_size,
+        "synthetic_seed": config.synthetic_seed,
+        "memory_format": config.memory_format,
+        "amp": config.amp,
+    }
+
+
+def _run_config(config: TrainConfig, module: nn.Module, classes: list[str]) -> dict[str, Any]:
+    """The run folder's ``config.json`` (``replknet.runs``): the model, its preprocessing, the classes, the run."""
+    from replknet.models._registry import family_of
+    from replknet.runs import run_config
+
+    cfg = module.pretrained_cfg
+    big = config.image_size >= 384
+    synthetic = config.data == "synthetic"
+    preprocessing = {
+        "input_size": (getattr(module, "in_chans", 3), config.image_size, config.image_size),
+        "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        "interpolation": "bicubic",
+        # The synthetic images are rendered at the input size (nothing cropped); folders go through the official
+        # eval transform (train.data.eval_transform).
+        "crop_pct": 1.0 if synthetic or big else 0.875,
+        "crop_mode": "center" if synthetic or not big else "squash",
+    }
+    family = family_of(module)
+    model_args = {family.deploy_arg: False} if family is not None and family.deploy_arg else None
+    training = {**config.to_dict(), "evaluation": evaluation_settings(config)}
+    return run_config(
+        module, class_names=classes, preprocessing=preprocessing, model_args=model_args, training=training
+    )
 
 
 def _build_data(config: TrainConfig, model_cfg: dict, dist_state: DistributedState) -> _Data:
@@ -139,8 +187,10 @@ def _build_data(config: TrainConfig, model_cfg: dict, dist_state: DistributedSta
             channels_last=config.channels_last,
             **common,
         )
-        val = SyntheticBatches(val_set.images, val_set.labels, config.batch_size * 2, train=False, **common)
-        return _Data(train, val, len(train_set.classes), len(train_set), time.perf_counter() - start)
+        val_batch = evaluation_settings(config)["batch_size"]
+        val = SyntheticBatches(val_set.images, val_set.labels, val_batch, train=False, **common)
+        seconds = time.perf_counter() - start
+        return _Data(train, val, len(train_set.classes), len(train_set), seconds, list(train_set.classes))
     from replknet.train.data import eval_transform
 
     train_set = build_image_folder(
@@ -154,11 +204,10 @@ def _build_data(config: TrainConfig, model_cfg: dict, dist_state: DistributedSta
             f"{config.data}: the {config.train_split} and {config.val_split} splits have different class folders"
         )
     pin = dist_state.device.type == "cuda"
-    # Eval batch = 1.5x the training batch, as in the official main.py.
-    val = eval_loader(
-        val_set, int(1.5 * config.batch_size), config.workers, dist_state.rank, dist_state.world_size, pin
-    )
-    return _Data(train_set, val, len(train_set.classes), len(train_set), time.perf_counter() - start)
+    val_batch = evaluation_settings(config)["batch_size"]
+    val = eval_loader(val_set, val_batch, config.workers, dist_state.rank, dist_state.world_size, pin)
+    seconds = time.perf_counter() - start
+    return _Data(train_set, val, len(train_set.classes), len(train_set), seconds, list(train_set.classes))
 
 
 def _epoch_loader(config: TrainConfig, data: _Data, epoch: int, dist_state: DistributedState):
@@ -410,7 +459,11 @@ def train(
 def _run(config, resume, progress, dist_state, stop_after_epochs, run_start, replknet) -> TrainResult:
     from timm.utils import ModelEmaV3
 
+    from replknet.runtime import resolve_memory_format
+
     output_dir = Path(config.output)
+    # "auto" becomes what this device runs (config.json and summary.json record it).
+    config = config.replace(memory_format=resolve_memory_format(config.memory_format, dist_state.device))
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     _seed_everything(config.seed + dist_state.rank)
@@ -490,7 +543,9 @@ def _run(config, resume, progress, dist_state, stop_after_epochs, run_start, rep
         if resume is None:
             for name in RUN_FILES:  # a fresh run: nothing of an earlier one stays to be mistaken for it
                 (output_dir / name).unlink(missing_ok=True)
-        atomic_write_text(output_dir / CONFIG_NAME, config.to_json())
+        from replknet.runs import write_run_config
+
+        write_run_config(output_dir, _run_config(config, module, data.classes))
 
     log = MetricsLog(output_dir, dist_state.is_main, resume_step=None if resume is None else loop.num_updates)
     end_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -120,29 +119,41 @@ def synthetic_shape_bias(
 
 
 def evaluate_checkpoint(
-    model_name: str,
-    checkpoint: str | os.PathLike | None,
-    data: str | os.PathLike,
-    split: str = "val",
+    model_name: str | nn.Module | None,
+    checkpoint: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    split: str | None = None,
     image_size: int | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     workers: int = 4,
     device: str | None = None,
     amp: str | None = None,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     progress: bool = True,
-    synthetic_size: int = 1000,
-    synthetic_seed: int = 0,
+    synthetic_size: int | None = None,
+    synthetic_seed: int | None = None,
     num_classes: int | None = None,
     skip_bad_images: bool = False,
 ) -> dict:
-    """Top-1/top-5 of a checkpoint (this library's, official or mmpretrain layouts) on an ImageFolder split.
+    """Top-1/top-5 of a model or checkpoint on an ImageFolder split or the built-in shapes.
+
+    Given a run folder (``replknet train``), everything not passed is read from it: the model, its preprocessing,
+    and how the run validated (its data, split, image size, batch size, memory format, AMP), so the result is
+    the top-1 the run recorded in ``summary.json``.
 
     Args:
-        model_name: registered model name (a ``.tag`` selects its pretrained config, e.g. mean/std and size).
-        checkpoint: local checkpoint file, or None for the randomly initialised model.
-        data: ImageFolder root holding ``split/<class>/...``, or ``"synthetic"`` for the built-in shapes.
-        image_size: evaluation resolution; default the model's pretrained config input size.
+        model_name: a model (used as it is), a registered name (a ``.tag`` selects its pretrained config, e.g.
+            mean/std and size), or None when ``checkpoint`` is a run or converted folder (or a file inside one).
+        checkpoint: a run folder, a weights file (this library's, official or mmpretrain layouts), or None for
+            the randomly initialised ``model_name``.
+        data: ImageFolder root holding ``split/<class>/...``, or ``"synthetic"`` for the built-in shapes;
+            default: the run's validation data (else synthetic).
+        split: the split folder (default: the run's validation split, else ``val``).
+        image_size: evaluation resolution; default the run's, else the model's pretrained config input size.
+        batch_size: images per forward (default: the run's validation batch, else 64).
+        channels_last: evaluate in channels_last (default: as the run did, else no).
+        synthetic_size, synthetic_seed: the built-in shapes' split size and seed (default: the run's, else
+            1000 and 0).
         num_classes: head size when there is no checkpoint to read it from.
         skip_bad_images: leave out image files that cannot be read and list them under ``"skipped"`` (each
             ``{"path", "error"}``); by default the first one raises ``ImageReadError`` naming it.
@@ -150,34 +161,66 @@ def evaluate_checkpoint(
     Returns:
         ``evaluate``'s metrics over the readable images, the settings used, and ``"skipped"``.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     import replknet
     from replknet.train.data import SyntheticBatches, build_image_folder, eval_loader, eval_transform
 
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    if str(data) == "synthetic":
-        from replknet.data.synthetic import NUM_CLASSES
+    run = None
+    if isinstance(model_name, nn.Module):
+        model = model_name
+        model_name = model.pretrained_cfg.get("architecture", type(model).__name__)
+    else:
+        from replknet.deploy.loading import load_model
+        from replknet.runs import read_run
 
-        kwargs["num_classes"] = NUM_CLASSES
-    model = replknet.create_model(model_name, checkpoint_path=checkpoint, **kwargs).to(torch_device).eval()
+        run = read_run(checkpoint) if checkpoint is not None else None
+        if run is None and model_name is None:
+            raise ValueError("give a model name, or a run or converted folder as the checkpoint")
+        if run is None and str(data) == "synthetic" and num_classes is None:
+            from replknet.data.synthetic import NUM_CLASSES
+
+            kwargs["num_classes"] = NUM_CLASSES
+        if checkpoint is not None:
+            model = load_model(checkpoint, model_name, **kwargs)
+            model_name = model.pretrained_cfg.get("architecture", model_name)
+        else:
+            model = replknet.create_model(model_name, **kwargs)
+    run_eval = dict((run.training or {}).get("evaluation") or {}) if run is not None else {}
+    if run is not None and run.legacy and run.training is not None:
+        run_eval = _legacy_evaluation(run.training)
+    own_data = data is None or str(data) == str(run_eval.get("data"))
+    data = data if data is not None else run_eval.get("data", "synthetic")
+    split = split or (run_eval.get("split") if own_data else None) or "val"
+    if batch_size is None:
+        batch_size = run_eval.get("batch_size", 64) if own_data else 64
+    if channels_last is None:
+        channels_last = run_eval.get("memory_format") == "channels_last" and torch_device.type == "cpu"
+    if amp is None and own_data:
+        amp = run_eval.get("amp")
+    model = model.to(torch_device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     mean, std = _model_mean_std(model)
     cfg = getattr(model, "pretrained_cfg", None) or {}
+    cfg_size = int(cfg.get("input_size", (3, 224, 224))[-1])
     if str(data) == "synthetic":
         from replknet.data.synthetic import SyntheticShapes
 
-        size = image_size or 64
-        dataset = SyntheticShapes(split, num_samples=synthetic_size, image_size=size, seed=synthetic_seed)
+        size = image_size or run_eval.get("image_size") or (cfg_size if run is not None else 64)
+        count = synthetic_size or (run_eval.get("synthetic_size") if own_data else None) or 1000
+        seed = synthetic_seed if synthetic_seed is not None else (run_eval.get("synthetic_seed", 0) if own_data else 0)
+        dataset = SyntheticShapes(split, num_samples=count, image_size=size, seed=seed)
         loader = SyntheticBatches(dataset.images, dataset.labels, batch_size, mean, std, train=False)
         num_classes = len(dataset.classes)
     else:
-        size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
-        dataset = build_image_folder(data, split, eval_transform(size, mean, std, cfg.get("interpolation", "bicubic")))
+        size = image_size or cfg_size
+        # The model's own crop at its own size (a run's preprocessing); the official rule at any other size.
+        crop = dict(crop_pct=cfg.get("crop_pct"), crop_mode=cfg.get("crop_mode")) if size == cfg_size else {}
+        transform = eval_transform(size, mean, std, cfg.get("interpolation", "bicubic"), **crop)
+        dataset = build_image_folder(data, split, transform)
         loader = eval_loader(
             dataset, batch_size, workers, pin_memory=torch_device.type == "cuda", skip_bad_images=skip_bad_images
         )
@@ -191,3 +234,19 @@ def evaluate_checkpoint(
     skipped = getattr(loader, "skipped", [])
     metrics["skipped"] = [{"path": error.path, "error": error.reason} for error in skipped]
     return metrics
+
+
+def _legacy_evaluation(training: dict) -> dict:
+    """How a run folder from before the run-folder format validated (its config.json = the training options)."""
+    synthetic = training.get("data") == "synthetic"
+    batch = int(training.get("batch_size", 32))
+    return {
+        "data": training.get("data"),
+        "split": training.get("val_split", "val"),
+        "image_size": training.get("image_size"),
+        "batch_size": batch * 2 if synthetic else int(1.5 * batch),
+        "synthetic_size": training.get("synthetic_val_size"),
+        "synthetic_seed": training.get("synthetic_seed", 0),
+        "memory_format": "channels_last" if training.get("channels_last") else "contiguous",
+        "amp": training.get("amp"),
+    }
