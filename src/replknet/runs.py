@@ -155,11 +155,9 @@ def run_config(
 
 def write_run_config(folder: str | os.PathLike, config: dict[str, Any]) -> Path:
     """Write ``config`` as ``folder/config.json`` atomically; returns the path."""
-    from replknet.checkpoint import atomic_write
+    from replknet.checkpoint import atomic_write_text
 
-    path = Path(folder) / CONFIG_NAME
-    text = json.dumps(config, indent=2, default=_json_default) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write_text(Path(folder) / CONFIG_NAME, json.dumps(config, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(value: Any) -> Any:

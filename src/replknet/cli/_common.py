@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 DEVICE_HELP = "cpu, cuda, cuda:N, or auto (CUDA when available)"
@@ -196,9 +195,9 @@ def write_json(data: Any, destination: str | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from replknet.checkpoint import atomic_write
+    from replknet.checkpoint import atomic_write_text
 
-    atomic_write(destination, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(destination, text)
 
 
 def _json_default(value: Any) -> Any:

@@ -77,14 +77,13 @@ def _format_table(rows: list[tuple[str, list]], thresholds) -> str:
 def run(args: argparse.Namespace) -> int:
     import csv
     import json
-    from pathlib import Path
 
     import numpy as np
     import torch
     from tqdm import tqdm
 
     from replknet.analysis.erf import DEFAULT_THRESHOLDS, ImageFiles, compute_erf, list_images, reset_zero_init_norms
-    from replknet.checkpoint import atomic_write
+    from replknet.checkpoint import atomic_write, atomic_write_text
     from replknet.cli._models import build_model, model_specs, unique_labels
     from replknet.data.photos import list_photos
     from replknet.outputs import check_output_dir
@@ -156,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     }
     # Written atomically, so a reader never sees a half-written table.
     atomic_write(out / "area_ratios.csv", lambda tmp: _write_csv(csv, tmp, results, thresholds))
-    atomic_write(out / "area_ratios.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    atomic_write_text(out / "area_ratios.json", json.dumps(summary, indent=2))
 
     if not args.no_plots:
         from replknet.analysis.erf_plot import plot_erf, plot_erf_comparison

@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_threads(parser)
     parser.add_argument("--amp", choices=["bf16", "fp16"], help="autocast precision (default: the run's, else fp32)")
     common.add_memory_format(parser, default=None, what="default: as the run validated, else contiguous")
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out image files that cannot be read (listed), instead of stopping at the first",
+    )
     parser.add_argument("--shape-bias", action="store_true", help="also the built-in cue-conflict shape bias")
     common.add_json(parser, "the metrics")
     common.add_progress(parser)
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         amp=args.amp,
         channels_last=channels_last,
         progress=not args.no_progress,
+        skip_bad_images=args.skip_bad_images,
     )
     recorded = _recorded_top1(args.checkpoint, metrics)
     if recorded is not None:
@@ -81,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"top-5       {metrics['top5']:.2f}%")
     print(f"loss        {metrics['loss']:.4f}")
+    for skipped in metrics.get("skipped", []):
+        print(f"skipped     {skipped['path']}: {skipped['error']}")
     if "shape_bias" in metrics:
         bias = metrics["shape_bias"]
         print(f"shape bias  {bias['shape_bias']:.3f} (shape {bias['shape_hits']}, texture {bias['texture_hits']})")

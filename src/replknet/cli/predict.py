@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=common.positive_int, default=5, help="classes per image")
     parser.add_argument("--batch-size", type=common.positive_int, default=16, help="images per forward pass")
     common.add_image_size(parser, "input resolution, one size or H W (default: the run's, else the model's)")
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="report image files that cannot be read and classify the rest, instead of stopping at the first",
+    )
     common.add_device(parser)
     common.add_threads(parser)
     common.add_json(parser, "the predictions")
@@ -46,12 +51,15 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         device=device,
         progress=not args.no_progress,
+        skip_bad_images=args.skip_bad_images,
     )
     common.write_json([p.to_dict() for p in predictions], args.json)
     if args.json == "-":
         return 0
     for prediction in predictions:
         print(prediction.path)
+        if prediction.error is not None:
+            print(f"  skipped: {prediction.error}")
         for rank, score in enumerate(prediction.top, 1):
             label = score.label if score.label is not None else f"class {score.index}"
             print(f"  {rank}. {score.probability:7.2%}  {label}  [{score.index}]")

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import math
 
-    from replknet.checkpoint import atomic_write
+    from replknet.checkpoint import atomic_write_text
     from replknet.outputs import check_output_dir
     from replknet.runs import build_segmentor, read_run
     from replknet.seg.data import DATASET_SPECS, build_dataset, palette
@@ -135,8 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if recorded is not None:
         clean["recorded_mIoU"] = recorded
     if out_dir is not None:
-        text = json.dumps(clean, indent=1)
-        atomic_write(out_dir / "metrics.json", lambda tmp: open(tmp, "w").write(text))
+        atomic_write_text(out_dir / "metrics.json", json.dumps(clean, indent=1))
     common.write_json(clean, args.json)
     if args.json == "-":
         return 0

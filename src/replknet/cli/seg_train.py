@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", default="runs/seg", metavar="DIR", help="the run folder: weights, config.json, last.pth, metrics"
     )
+    common.add_overwrite(parser, "a run (finished, or unfinished and not resumed) in --output")
     parser.add_argument("--resume", help="checkpoint to resume, or 'auto' (OUTPUT/last.pth if present)")
     parser.add_argument(
         "--stop-after",
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         eval_stride=args.eval_stride,
         save_every=args.checkpoint_interval,
         output=args.output,
+        overwrite=args.overwrite,
         resume=args.resume,
         stop_after=args.stop_after,
         amp=args.amp,

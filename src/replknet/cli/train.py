@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option("--model", "model", "registered model name")
     option("--data", "data", "'synthetic' or an ImageFolder root with train/ and val/ inside")
     option("--output", "output", "the run folder: weights, config.json, checkpoint.pt, metrics, summary")
+    common.add_overwrite(parser, "a run (finished, or unfinished and not resumed) in --output")
     parser.add_argument(
         "--resume", metavar="RUN|FILE", help="continue a run: its folder, or its checkpoint.pt (nothing else changes)"
     )
@@ -87,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 _OPTION_NAMES = (
     "model data output pretrained epochs warmup_epochs batch_size recipe_batch accum_steps lr min_lr weight_decay "
     "layer_decay drop_path image_size num_classes synthetic_train_size synthetic_val_size mixup cutmix smoothing "
-    "reprob auto_augment ema_decay clip_grad workers seed amp memory_format grad_checkpointing sync_bn compile fuse"
+    "reprob auto_augment ema_decay clip_grad workers seed amp memory_format grad_checkpointing sync_bn compile fuse "
+    "overwrite"
 ).split()
 
 

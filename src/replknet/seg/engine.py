@@ -35,9 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from replknet.checkpoint import atomic_torch_save, atomic_write_text, save_state_dict
-from replknet.runs import SEGMENTOR_ARCHITECTURE, segmentation_run_config, write_run_config
 from replknet.config import RunConfig
 from replknet.outputs import check_output_dir
+from replknet.runs import SEGMENTOR_ARCHITECTURE, segmentation_run_config, write_run_config
 from replknet.seg.data import DATASET_SPECS, build_dataset, denormalize, palette, save_prediction_png
 from replknet.seg.inference import PAPER_MS_RATIOS, aug_inference, inference
 from replknet.seg.metrics import ConfusionMatrix
