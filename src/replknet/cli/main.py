@@ -60,8 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, KeyError, RuntimeError) as error:
         # Library errors already name the problem (an unreadable image is a ValueError naming the file, an
         # output path that cannot be used an OSError naming it): show them as one line, without a traceback.
+        _close_progress_bars()
         print(f"replknet {args.command}: error: {describe_error(error)}", file=sys.stderr)
         return 2
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars an error left open, so that the error starts a line of its own."""
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is None:
+        return
+    for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+        bar.close()
 
 
 def describe_error(error: BaseException) -> str:

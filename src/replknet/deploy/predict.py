@@ -147,28 +147,30 @@ def predict(
 
     predictions: dict[int, Prediction] = {}
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
-    for batch_indices in _batches(range(len(paths)), batch_size):
-        bar.update(len(batch_indices))
-        tensors, readable = [], []
-        for index in batch_indices:
-            try:
-                tensors.append(transform(read_image(paths[index])))
-            except ImageReadError as error:
-                if not skip_bad_images:
-                    raise
-                _logger.warning("skipped %s", error)
-                predictions[index] = Prediction(str(paths[index]), [], error.reason)
+    try:
+        for batch_indices in _batches(range(len(paths)), batch_size):
+            tensors, readable = [], []
+            for index in batch_indices:
+                try:
+                    tensors.append(transform(read_image(paths[index])))
+                except ImageReadError as error:
+                    if not skip_bad_images:
+                        raise
+                    _logger.warning("skipped %s", error)
+                    predictions[index] = Prediction(str(paths[index]), [], error.reason)
+                    continue
+                readable.append(index)
+            bar.update(len(batch_indices))
+            if not readable:
                 continue
-            readable.append(index)
-        if not readable:
-            continue
-        probabilities = model(torch.stack(tensors).to(device)).float().softmax(dim=-1)  # (N, classes)
-        top_p, top_i = probabilities.topk(k, dim=-1)
-        for index, p_row, i_row in zip(readable, top_p.tolist(), top_i.tolist()):
-            scores = [ClassScore(i, labels[i] if labels else None, p) for p, i in zip(p_row, i_row)]
-            predictions[index] = Prediction(str(paths[index]), scores)
-        _logger.debug("classified %d/%d images", len(predictions), len(paths))
-    bar.close()
+            probabilities = model(torch.stack(tensors).to(device)).float().softmax(dim=-1)  # (N, classes)
+            top_p, top_i = probabilities.topk(k, dim=-1)
+            for index, p_row, i_row in zip(readable, top_p.tolist(), top_i.tolist()):
+                scores = [ClassScore(i, labels[i] if labels else None, p) for p, i in zip(p_row, i_row)]
+                predictions[index] = Prediction(str(paths[index]), scores)
+            _logger.debug("classified %d/%d images", len(predictions), len(paths))
+    finally:
+        bar.close()
     return [predictions[index] for index in range(len(paths))]
 
 
