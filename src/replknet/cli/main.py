@@ -13,18 +13,18 @@ from replknet.cli._common import HelpFormatter
 # `add_arguments(parser)` and `run(args) -> int`; heavy imports stay inside `run`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "seg-train": ("seg_train", "train RepLKNet-UperNet segmentation (no arguments: the synthetic CPU demo)"),
-    "seg-eval": ("seg_eval", "mIoU of a seg-train checkpoint: whole, sliding-window, or multi-scale + flip"),
+    "seg-eval": ("seg_eval", "mIoU of a seg-train run on its own data: whole, sliding-window, or multi-scale + flip"),
     "check": ("check", "build a model, fuse it, print params, MACs and the fusion error"),
     "train": ("train", "train or fine-tune (paper recipes as presets); no arguments: the 5-minute CPU demo"),
-    "eval": ("eval", "top-1/top-5 of a checkpoint (ours or official) on an ImageFolder or the built-in shapes"),
-    "data": ("data", "built-in data: `data synth --out DIR` writes the synthetic shapes as an ImageFolder"),
+    "eval": ("eval", "top-1/top-5 of a run on its own validation data, or of any checkpoint on an ImageFolder"),
+    "data": ("data", "built-in data: `data synth --output DIR` writes the synthetic shapes as an ImageFolder"),
     "erf": ("erf", "effective receptive fields: contribution maps, figures and the area-ratio table"),
     "shape-bias": ("shape_bias", "shape bias of models on cue-conflict images (Geirhos et al., ICLR 2019)"),
-    "predict": ("predict", "top-k ImageNet classes of image files or folders"),
-    "convert": ("convert", "official / mmpretrain checkpoints to safetensors + timm config, checked"),
-    "reparam": ("reparam", "fuse a training-form checkpoint and save the deploy form"),
+    "predict": ("predict", "top-k classes of image files or folders (a run's class names, or ImageNet's)"),
+    "convert": ("convert", "official / mmpretrain checkpoints or runs to safetensors + timm config, checked"),
+    "reparam": ("reparam", "fuse a training-form checkpoint or run and save the deploy form, checked"),
     "export": ("export", "export the fused model to ONNX or TorchScript (dynamic batch), checked"),
-    "bench": ("bench", "params, MACs and images/s of RepLKNet next to timm peers"),
+    "bench": ("bench", "params, MACs and images/s of RepLKNet (or a run's model) next to timm peers"),
 }
 
 

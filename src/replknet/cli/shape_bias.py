@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         del model
 
     if args.json != "-":  # with JSON on stdout, the table would corrupt it
-        _print_table(args.stimuli or SYNTHETIC_NOTE, results, report)
+        source = f"{len(stimuli)} stimuli in {args.stimuli}" if stimuli is not None else SYNTHETIC_NOTE
+        _print_table(source, results, report)
     common.write_json(
         {
             "stimuli": str(Path(args.stimuli).resolve()) if args.stimuli else "synthetic cue_conflict",
