@@ -227,3 +227,22 @@ def test_every_option_has_help_and_shows_its_default():
     # One spelling per concept across the commands.
     for old in ("--out", "--output-dir", "--img-size", "--size", "--check-size", "--channels-last", "-o"):
         assert old not in names, old
+
+
+def test_a_broken_image_in_an_image_folder(tmp_path, model_dir, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b", "c"):
+        (tmp_path / "data" / "val" / name).mkdir(parents=True)
+        _image(tmp_path / "data" / "val" / name / "1.png")
+    broken = tmp_path / "data" / "val" / "b" / "2.jpg"
+    broken.write_bytes(b"\xff\xd8\xff broken")
+    argv = ["eval", "--checkpoint", str(model_dir), "--data", "data", "--workers", "2", "--no-progress"]
+    refused(argv, "cannot read image data/val/b/2.jpg", tmp_path, capsys)  # from a worker: one line naming it
+    metrics = _json_out([*argv, "--skip-bad-images"], capsys)
+    assert metrics["images"] == 3 and [s["path"] for s in metrics["skipped"]] == [str(Path("data/val/b/2.jpg"))]
+
+
+def _json_out(argv: list[str], capsys) -> dict:
+    capsys.readouterr()
+    assert main([*argv, "--json", "-"]) == 0
+    return json.loads(capsys.readouterr().out)

@@ -215,3 +215,22 @@ def test_seg_train_then_seg_eval_from_the_folder(tmp_path, capsys):
     assert (
         _json(["seg-eval", "--checkpoint", str(run / "last.pth"), "--no-progress"], capsys)["mIoU"] == recorded["mIoU"]
     )
+
+
+def test_a_run_folder_of_the_old_format_is_read(run, tmp_path, capsys):
+    """Before the model card, config.json held the training options only (``channels_last`` then a flag)."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    options = dict(json.loads((run / "summary.json").read_text())["config"])
+    options["channels_last"] = options.pop("memory_format") == "channels_last"
+    (old / "config.json").write_text(json.dumps(options, indent=2))
+    summary = json.loads((run / "summary.json").read_text())
+    metrics = _json(["eval", "--checkpoint", str(old), "--no-progress"], capsys)
+    assert metrics["image_size"] == IMAGE_SIZE and metrics["top1"] == summary["val"]["top1"]
+    assert metrics["loss"] == pytest.approx(summary["val"]["loss"], abs=1e-6)
+    assert load_model(old).pretrained_cfg["label_names"] == list(SHAPE_NAMES)
+    (old / "config.json").write_text(json.dumps({"something": "else"}))
+    assert main(["eval", "--checkpoint", str(old)]) == 2
+    assert "names no model" in capsys.readouterr().err

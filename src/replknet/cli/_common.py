@@ -154,12 +154,17 @@ def add_overwrite(parser: argparse.ArgumentParser, what: str = "a finished run i
 # ---------------------------------------------------------------------------------------------- run time
 def setup_torch(args: argparse.Namespace):
     """Apply ``--threads`` and resolve ``--device``; returns the ``torch.device``."""
-    import torch
+    apply_threads(args)
+    return resolve_device(getattr(args, "device", "auto"))
 
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """``torch.set_num_threads(--threads)`` when given."""
     threads = getattr(args, "threads", None)
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
-    return resolve_device(getattr(args, "device", "auto"))
 
 
 def resolve_device(name: str | None):

@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tolerance", type=common.positive_float, default=1e-4, help="largest relative difference accepted"
     )
+    common.add_threads(parser)
 
 
 def holds_model(folder) -> bool:
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from replknet.deploy.convert import convert_checkpoint
 
     model_args = parse_model_args(args.model_args)
+    common.apply_threads(args)
     output = check_output(args, "_reparam" if args.reparam else "_replknet")
     print(f"converting {args.checkpoint} ...", flush=True)
     result = convert_checkpoint(

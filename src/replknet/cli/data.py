@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         finished=lambda folder: any((folder / split).exists() for split in sizes),
         what="--output",
     )
-    written = write_image_folder(output.create(), image_size=args.image_size, seed=args.seed, split_sizes=sizes)
-    for split, count in written.items():
-        print(f"{split:<13} {count:>6} images  {args.output}/{split}")
+    root = output.create()
+    for split, count in sizes.items():  # one split at a time, each reported when written (a few seconds each)
+        print(f"rendering {split} ({count} images at {args.image_size}px) ...", end="", flush=True)
+        written = write_image_folder(root, image_size=args.image_size, seed=args.seed, split_sizes={split: count})
+        print(f" {written[split]} images in {args.output}/{split}")
     return 0

@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tolerance", type=common.positive_float, default=1e-4, help="largest relative difference accepted"
     )
+    common.add_threads(parser)
 
 
 def default_output(checkpoint: str | None, name: str, fmt: str) -> str:
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give --checkpoint RUN (a run folder needs nothing else), or --model NAME")
     if args.format == "onnx" and args.opset < 17:
         raise ValueError(f"opset {args.opset} is too old: give 17 or newer")
+    common.apply_threads(args)
     if args.checkpoint is not None:
         model = load_model(args.checkpoint, args.model)
     else:

@@ -19,12 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_image_size(
         parser, "input resolution of the check, one size or H W (default: the run's, else the model's)"
     )
+    common.add_threads(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from replknet.deploy.convert import reparameterize_checkpoint
 
     output = check_output(args, "_reparam")
+    common.apply_threads(args)
     print(f"fusing {args.checkpoint} ...", flush=True)
     result = reparameterize_checkpoint(
         args.checkpoint, output, args.model, check=not args.no_check, check_size=args.image_size

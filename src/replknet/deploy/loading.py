@@ -36,20 +36,24 @@ __all__ = [
 ]
 
 
-def weights_architecture(path: str | os.PathLike) -> str | None:
-    """The model a ``.safetensors`` file written by this library names in its metadata, else None."""
+def _weights_metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
-        return None
+        return {}
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+            return dict(handle.metadata() or {})
     except Exception:  # a corrupt file: reading the weights names the problem
-        return None
+        return {}
+
+
+def weights_architecture(path: str | os.PathLike) -> str | None:
+    """The model a ``.safetensors`` file written by this library names in its metadata, else None."""
     import replknet
 
+    metadata = _weights_metadata(path)
     name = metadata.get("architecture") or metadata.get("model")
     return name if name and replknet.find_model_info(name) is not None else None
 
@@ -111,7 +115,20 @@ def load_model(
         raise ValueError(
             f"{checkpoint} is a weights file that does not name its model (no {CONFIG_NAME} beside it): give --model"
         )
-    return replknet.create_model(model_name, checkpoint_path=checkpoint, **kwargs).eval()
+    size = _weights_metadata(checkpoint).get("image_size", "")
+    if size.isdigit() and "pretrained_cfg_overlay" not in kwargs:
+        # A run's weights file away from its folder still says the size it was trained at.
+        kwargs["pretrained_cfg_overlay"] = {"input_size": (3, int(size), int(size))}
+    model = replknet.create_model(model_name, checkpoint_path=checkpoint, **kwargs).eval()
+    input_size = model.pretrained_cfg.get("input_size")
+    _logger.info(
+        "%s has no %s beside it: %s's preprocessing (%s px) and no class names",
+        checkpoint,
+        CONFIG_NAME,
+        model_name,
+        "x".join(str(v) for v in input_size[1:]) if input_size else "default",
+    )
+    return model
 
 
 def is_fused(model: nn.Module) -> bool:
