@@ -118,7 +118,7 @@ def test_torchrun_ddp_on_cpu(tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                "-m", "replknet", "seg-train", "--backbone", "replknet_tiny_k3", "--iterations", "3",
-               "--batch-size", "2", "--warmup-iters", "1", "--output-dir", str(out), "--save-png", "1", *_SMALL]  # fmt: skip
+               "--batch-size", "2", "--warmup-iters", "1", "--output", str(out), "--save-png", "1", *_SMALL]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
