@@ -30,7 +30,7 @@ def test_wrong_rank(tiny):
 
 
 def test_unknown_model_lists_ours():
-    with pytest.raises(ValueError, match="unknown model 'replknet_99x'.*replknet_31b"):
+    with pytest.raises(ValueError, match="unknown model 'replknet_99x'; did you mean 'replknet_xl'"):
         replknet.create_model("replknet_99x")
 
 
