@@ -104,6 +104,12 @@ def test_missing_and_unknown_inputs_are_named(tmp_path, model_dir, monkeypatch, 
     refused(["erf", "replknet_tinyy"], "did you mean 'replknet_tiny'", tmp_path, capsys)
     refused(["export", "--model", "replknet_tinyy"], "did you mean 'replknet_tiny'", tmp_path, capsys)
     refused(["check", "--model", "replknet_3lb"], "unknown model 'replknet_3lb'", tmp_path, capsys)
+    refused(
+        ["train", "--model", "replknet_tiny", "--head-init-scale", "0.001", "--output", str(tmp_path / "run")],
+        "head_init_scale is not a constructor option of replknet_tiny",
+        tmp_path,
+        capsys,
+    )
     bare = tmp_path / "bare.pth"
     torch.save(replknet.create_model("replknet_tiny_k3").state_dict(), bare)
     refused(["reparam", "--checkpoint", str(bare), "--output", "x"], "give --model", tmp_path, capsys)

@@ -227,3 +227,15 @@ def test_official_recipe_presets():
         if name.startswith("unireplknet_"):
             preset.validate()
             assert replknet.get_model_info(preset.model).family.name == "unireplknet"
+
+
+@pytest.mark.parametrize("name", ["replknet_tiny", "unireplknet_a", "mbv2_lk_k7_rep3"])
+def test_check_command_exercises_every_fold(name, capsys):
+    # `replknet check` randomises every affine a fusion folds (BN, LayerNorm, layer scale, GRN): with BN statistics
+    # alone, UniRepLKNet's 1e-6 layer scale made the fused and unfused outputs identical and the check empty.
+    from replknet.cli.main import main
+
+    assert main(["check", "--model", name, "--image-size", "64"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("max |diff|"))
+    max_diff = float(line.split()[2])
+    assert 0 < max_diff < 1e-3

@@ -20,11 +20,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import replknet
-    from replknet.testing import randomize_bn_stats
+    from replknet.testing import randomize_affine
 
     torch.manual_seed(args.seed)
     model = replknet.create_model(args.model).eval()
-    randomize_bn_stats(model)
+    randomize_affine(model)  # every BN, LayerNorm, layer scale and GRN, so that no fold is trivial
     fused = replknet.reparameterize(model, deep=args.deep)
     x = torch.randn(args.batch_size, model.in_chans, args.image_size, args.image_size)
     with torch.no_grad():

@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--layer-decay", "layer_decay", "layer-wise lr decay over the official 14 groups", type=common.positive_float
     )
     option("--drop-path", "drop_path", "stochastic depth rate", type=common.fraction)
+    option(
+        "--head-init-scale",
+        "head_init_scale",
+        "scale of the initial head weights (UniRepLKNet's option; its 22K->1K finetunes use 0.001)",
+        type=common.positive_float,
+    )
     option("--image-size", "image_size", "training and evaluation resolution", type=common.positive_int)
     parser.add_argument(
         "--num-classes", type=common.positive_int, help="head width (default: the number of classes in the data)"
@@ -87,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 _OPTION_NAMES = (
     "model data output pretrained epochs warmup_epochs batch_size recipe_batch accum_steps lr min_lr weight_decay "
-    "layer_decay drop_path image_size num_classes synthetic_train_size synthetic_val_size mixup cutmix smoothing "
+    "layer_decay drop_path head_init_scale image_size num_classes synthetic_train_size synthetic_val_size mixup cutmix smoothing "
     "reprob auto_augment ema_decay clip_grad workers seed amp memory_format grad_checkpointing sync_bn compile fuse "
     "overwrite"
 ).split()

@@ -83,6 +83,14 @@ class TrainConfig(RunConfig):
     def validate(self) -> TrainConfig:
         """Check value ranges; raises ``ValueError`` naming the bad option."""
         super().validate()
+        if self.head_init_scale is not None:
+            import inspect
+
+            from replknet.models import find_model_info
+
+            info = find_model_info(self.model)
+            if info is None or "head_init_scale" not in inspect.signature(info.family.model_cls.__init__).parameters:
+                raise ValueError(f"head_init_scale is not a constructor option of {self.model}")
         positive = ("image_size", "epochs", "batch_size", "recipe_batch", "synthetic_train_size", "synthetic_val_size")
         for name in positive:
             if getattr(self, name) < 1:
