@@ -144,13 +144,9 @@ def test_skipped_layers_are_untouched_and_named() -> None:
     x = torch.randn(2, 8, 12, 12)
     for name in report.replaced:
         module = model[name]
-        conv = nn.Conv2d(8, 8, module.kernel_size, padding=module.padding, dilation=module.dilation, groups=8)
-        conv = (
-            conv
-            if module.bias is not None
-            else nn.Conv2d(
-                8, 8, module.kernel_size, padding=module.padding, dilation=module.dilation, groups=8, bias=False
-            )
+        bias = module.bias is not None
+        conv = nn.Conv2d(
+            8, 8, module.kernel_size, padding=module.padding, dilation=module.dilation, groups=8, bias=bias
         )
         conv.load_state_dict(model[name].state_dict())
         assert relative_error(model[name](x), conv(x).double()) < 1e-5, name
