@@ -112,14 +112,14 @@ def run_table(
             for channels, plane, kernel_size, dilation in cases:
                 x = torch.randn(batch, channels, plane, plane).contiguous(memory_format=memory_format)
                 weight = torch.randn(channels, 1, kernel_size, kernel_size) / kernel_size
-                for backward in (False, True):
+                for backward in [pass_ == "f+b" for pass_ in args.passes]:
                     names = [impl for impl in impls if not skip(impl, plane * plane)]
                     steps = {impl: make_step(impl, x, weight, dilation, backward) for impl in names}
                     chosen = auto_choice(x, weight, dilation, backward)
                     ms = time_row(steps, args.rounds)
                     fastest = min(ms, key=ms.get)
                     # the auto choice's time from the same rounds (auto dispatches to exactly that impl)
-                    ratio = ms[chosen] / ms[fastest] if chosen in ms else float("nan")
+                    ratio = ms[chosen] / ms[fastest] if chosen in ms else float("nan")  # nan: auto's impl not timed
                     worst.append((ratio, batch, layout, channels, plane, kernel_size, dilation, backward, chosen))
                     cells = " ".join(f"{ms[impl]:>11.2f}" if impl in ms else f"{'-':>11}" for impl in impls)
                     label = "f+b" if backward else "fwd"
@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", default=["nchw"], choices=["nchw", "cl"])
     parser.add_argument("--kernels", type=int, nargs="+", default=list(DENSE_KERNELS), help="dense table K")
     parser.add_argument("--planes", type=int, nargs="+", default=list(PLANES), choices=list(PLANES))
+    parser.add_argument("--passes", nargs="+", default=["fwd", "f+b"], choices=["fwd", "f+b"])
+    parser.add_argument("--impls", nargs="+", default=None, help="implementations to time (default: all)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     args = parser.parse_args()
@@ -158,10 +160,10 @@ def main() -> None:
     dims = dict(zip(PLANES, VARIANT_DIMS[args.variant], strict=True))
     if "dense" in args.tables:
         cases = [(dims[plane], plane, k, 1) for plane in args.planes for k in args.kernels]
-        run_table("Dense kernels (dilation 1)", cases, DENSE_IMPLS, args)
+        run_table("Dense kernels (dilation 1)", cases, tuple(args.impls or DENSE_IMPLS), args)
     if "dilated" in args.tables:
         cases = [(dims[plane], plane, k, r) for plane in args.planes for k, r in DILATED_BRANCHES]
-        run_table("Dilated branches", cases, DILATED_IMPLS, args)
+        run_table("Dilated branches", cases, tuple(args.impls or DILATED_IMPLS), args)
 
 
 if __name__ == "__main__":
