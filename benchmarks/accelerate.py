@@ -19,6 +19,7 @@ import platform
 import time
 from collections import Counter
 
+import timm
 import torch
 import torch.nn.functional as F
 
@@ -130,7 +131,8 @@ def main() -> None:
         "--system-allocator", action="store_true", help="do not call replknet.runtime.keep_freed_memory()"
     )
     args = parser.parse_args()
-    unknown = [name for name in args.models if name.split(".")[0] not in replknet.list_models() + _timm_names()]
+    known = set(timm.list_models())  # replknet registers its models with timm
+    unknown = [name for name in args.models if name.split(".")[0] not in known]
     if unknown:
         parser.error(f"unknown model(s) {unknown}: use timm or replknet model names")
     torch.set_num_threads(args.threads)
@@ -161,12 +163,6 @@ def main() -> None:
             f"{infer_x:>5.2f} | {row['train_ref']:>10.0f}ms {row['train_auto']:>6.0f}ms {train_x:>5.2f}",
             flush=True,
         )
-
-
-def _timm_names() -> list[str]:
-    import timm
-
-    return timm.list_models()
 
 
 if __name__ == "__main__":
