@@ -36,7 +36,7 @@ PLANES = (56, 28, 14, 7)
 DENSE_KERNELS = (3, 5, 7, 9, 11, 13, 15, 17)
 # (k, r) of the DilatedReparamBlock table with r > 1
 DILATED_BRANCHES = ((3, 2), (3, 3), (3, 4), (3, 5), (3, 7), (5, 2), (7, 2), (9, 2))
-DENSE_IMPLS = ("native_nchw", "native_cl", "fft", "hybrid", "toeplitz")
+DENSE_IMPLS = ("native_nchw", "native_cl", "fft", "hybrid", "hybrid_nchw", "toeplitz")
 DILATED_IMPLS = ("native_nchw", "native_cl", "dense", "polyphase", "hybrid")
 
 

@@ -183,6 +183,7 @@ def test_auto_rule_picks_registered_cpu_impls() -> None:
 )
 def test_auto_rule_on_replknet_stage_shapes(batch, channels, size, kernel_size, expected, monkeypatch) -> None:
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the thresholds measured with one thread
+    monkeypatch.setattr(ops_cpu, "_AVX512", False)  # measured with AVX2 (AVX-512: test_ops_dilated.py)
     x = torch.empty(batch, channels, size, size)
     assert ops_cpu.cpu_auto_rule(x, torch.empty(channels, 1, kernel_size, kernel_size)) == expected
     channels_last = x.contiguous(memory_format=torch.channels_last)

@@ -181,6 +181,8 @@ def test_auto_rule() -> None:
     rule = cpu_dilated.cpu_dilated_auto_rule
     limit = cpu_dilated._JIT_DW_MAX_EXTENT
     for kernel_size, dilation in BRANCHES:
+        if dilation == 1:
+            continue  # the dispatcher asks the dilation-1 rule
         weight = torch.empty(64, 1, kernel_size, kernel_size)
         extent = dilation * (kernel_size - 1) + 1
         for plane, channels_last in ((28, False), (14, True), (28, True)):
@@ -222,3 +224,69 @@ def test_bad_dilation_is_named() -> None:
         ops.DepthwiseConv2d(4, 3, dilation=0)
     with pytest.raises(ValueError, match="unknown depthwise conv impl"):
         ops.dwconv2d(x, weight, impl="nope", dilation=2)
+
+
+# ``hybrid_nchw``: the dilated hybrid at dilation 1, a dilation-1 implementation of its own
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5, 13, 27])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_hybrid_nchw_matches_float64_reference(kernel_size: int, channels_last: bool) -> None:
+    generator = torch.Generator().manual_seed(kernel_size)
+    # planes above and below the Toeplitz grad_weight's 64 pixels, smaller than the kernel, non-square
+    for batch, channels, height, width in [(2, 3, 12, 9), (1, 4, 5, 7), (3, 2, 4, 3)]:
+        x = torch.randn(batch, channels, height, width, generator=generator)
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        weight = torch.randn(channels, 1, kernel_size, kernel_size, generator=generator)
+        bias = torch.randn(channels, generator=generator)
+        grad_output = torch.randn(batch, channels, height, width, generator=generator)
+        expected = _float64_reference(x, weight, bias, grad_output, 1)
+        got = _run("hybrid_nchw", x, weight, bias, grad_output, 1)
+        assert got[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        for name, g, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, expected, strict=True):
+            err = relative_error(g, e)
+            assert err < 2e-5, f"K={kernel_size} {tuple(x.shape)} {name}: relative error {err:.2e}"
+
+
+def test_hybrid_nchw_gradcheck_and_low_precision() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 2, 5, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(2, 1, 5, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    bias = torch.randn(2, dtype=torch.float64, generator=generator, requires_grad=True)
+    conv = lambda a, b, c: ops.dwconv2d(a, b, c, impl="hybrid_nchw")  # noqa: E731
+    assert torch.autograd.gradcheck(conv, (x, weight, bias), fast_mode=True)
+    for dtype, tolerance in LOW_PRECISION_TOLERANCE.items():
+        xl, wl = x.detach().to(dtype), (weight.detach() / 5).to(dtype)
+        bl, gl = bias.detach().to(dtype), torch.randn(2, 2, 5, 4, generator=generator).to(dtype)
+        expected = _float64_reference(xl, wl, bl, gl, 1)
+        for g, e in zip(_run("hybrid_nchw", xl, wl, bl, gl, 1), expected, strict=True):
+            assert g.dtype == dtype and relative_error(g, e) < tolerance
+
+
+def test_avx512_auto_rule_routes(monkeypatch) -> None:
+    from replknet.ops import cpu as ops_cpu
+
+    monkeypatch.setattr(ops_cpu, "_AVX512", True)
+    rule = ops_cpu.cpu_auto_rule
+
+    def choose(batch, channels, size, kernel_size, channels_last=False, grad=False):
+        x = torch.empty(batch, channels, size, size, requires_grad=grad)
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        return rule(x, torch.empty(channels, 1, kernel_size, kernel_size))
+
+    # UniRepLKNet's stages (S widths): jit_dw up to K = 13 before the FFT, Toeplitz and channels_last brdgmm
+    assert choose(1, 96, 56, 13) == "native_nchw"  # the FFT's plane size
+    assert choose(16, 768, 7, 13) == "native_nchw"  # the Toeplitz batch and plane
+    assert choose(16, 192, 28, 13, channels_last=True) == "native_nchw"  # brdgmm's K = 13
+    assert choose(16, 192, 28, 11, channels_last=True) == "native_cl"
+    # training
+    assert choose(16, 96, 56, 3, grad=True) == "native_nchw"
+    for kernel_size in (5, 7, 13):
+        assert choose(16, 192, 28, kernel_size, grad=True) == "hybrid_nchw"
+        assert choose(16, 768, 7, kernel_size, grad=True) == "hybrid_nchw"
+    assert choose(16, 96, 56, 13, grad=True) == "fft"
+    assert choose(16, 192, 28, 5, channels_last=True, grad=True) == "native_cl"
+    assert choose(16, 192, 28, 7, channels_last=True, grad=True) == "hybrid"
+    assert choose(16, 192, 28, 13, channels_last=True, grad=True) == "hybrid_nchw"
+    # beyond K = 13 the rule measured with AVX2 holds
+    assert choose(16, 512, 14, 27) == "toeplitz" and choose(16, 128, 56, 31, grad=True) == "fft"

@@ -201,6 +201,16 @@ register_impl("toeplitz", toeplitz_dwconv2d)
 _NCHW_FORWARD_MAX_KERNEL = 9
 _NATIVE_TRAIN_MAX_KERNEL = 7
 
+# NOTE: with AVX-512 oneDNN's NCHW jit_dw kernel covers the forward up to K = 13 (ONEDNN_VERBOSE), and the routes
+# below were re-measured at UniRepLKNet's stage shapes (benchmarks/dwconv_unireplknet.py, docs/ops.md): up to
+# K = 13 jit_dw beats the FFT, the Toeplitz GEMMs and channels_last brdgmm (whose K = 13 is slower than its
+# K = 11) in the forward, and for training "hybrid_nchw" (jit_dw forward and rotated-kernel grad_input, the
+# library's grad_weight; ``replknet.ops.cpu_dilated``) beats the other paths from K = 5 on NCHW input.
+_AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+_AVX512_JIT_DW_MAX_KERNEL = 13
+_AVX512_CL_MAX_KERNEL = 11  # channels_last input: brdgmm / aten's backward up to here
+_AVX512_CL_NATIVE_TRAIN_MAX_KERNEL = 5
+
 
 def _fft_forward_wins(kernel_size: int, pixels: int) -> bool:
     """The chunked FFT forward beats oneDNN's channels_last forward (large kernels on large planes)."""
@@ -228,6 +238,19 @@ def _toeplitz_wins(kernel_size: int, pixels: int, batch: int) -> bool:
     return batch >= min_batch and pixels <= min(_TOEPLITZ_MAX_PLANE, kernel_size * kernel_size // 2)
 
 
+def _avx512_jit_dw_choice(kernel_size: int, pixels: int, needs_grad: bool, nchw_input: bool) -> str | None:
+    """The AVX-512 routes for K <= 13 (measured, docs/ops.md), or None to follow the rule below."""
+    if not needs_grad:
+        return "native_nchw" if nchw_input or kernel_size > _AVX512_CL_MAX_KERNEL else "native_cl"
+    if kernel_size <= 3:
+        return "native_nchw" if nchw_input else "native_cl"
+    if _fft_forward_wins(kernel_size, pixels):
+        return None  # K = 13 on 56x56 planes: the FFT, level with hybrid_nchw
+    if nchw_input or kernel_size > _AVX512_CL_MAX_KERNEL:
+        return "hybrid_nchw"
+    return "native_cl" if kernel_size <= _AVX512_CL_NATIVE_TRAIN_MAX_KERNEL else "hybrid"
+
+
 def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
     """The implementation ``impl="auto"`` uses on CPU (measured crossovers, docs/ops.md).
 
@@ -238,6 +261,10 @@ def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
     pixels = x.shape[-2] * x.shape[-1]
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     nchw_input = _memory_format(x) == torch.contiguous_format
+    if _AVX512 and kernel_size <= _AVX512_JIT_DW_MAX_KERNEL:
+        choice = _avx512_jit_dw_choice(kernel_size, pixels, needs_grad, nchw_input)
+        if choice is not None:
+            return choice
     if _fft_forward_wins(kernel_size, pixels):
         return "fft"
     if nchw_input and _toeplitz_wins(kernel_size, pixels, x.shape[0]):

@@ -30,7 +30,13 @@ from torch.autograd.function import once_differentiable
 
 from replknet.ops import fft
 from replknet.ops.cpu import _autocast_inputs, _memory_format
-from replknet.ops.dispatch import auto_dwconv2d, dilate_kernel, register_dilated_auto_rule, register_dilated_impl
+from replknet.ops.dispatch import (
+    auto_dwconv2d,
+    dilate_kernel,
+    register_dilated_auto_rule,
+    register_dilated_impl,
+    register_impl,
+)
 from replknet.ops.toeplitz import toeplitz_grad_weight
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -128,7 +134,7 @@ def _native_layout(x: torch.Tensor, kernel_size: int, dilation: int) -> torch.me
     extent = _extent(kernel_size, dilation)
     if extent > _JIT_DW_MAX_EXTENT:
         return None
-    if _memory_format(x) == torch.channels_last and extent <= min(x.shape[-2:]):
+    if dilation > 1 and _memory_format(x) == torch.channels_last and extent <= min(x.shape[-2:]):
         return torch.channels_last
     return torch.contiguous_format
 
@@ -149,7 +155,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, d
 
 def _grad_weight(x: torch.Tensor, grad_output: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
     """The Toeplitz or FFT weight gradient, on the polyphase sub-grids (small planes) or the dense kernel."""
-    if x.shape[-2] * x.shape[-1] <= _POLYPHASE_GRAD_WEIGHT_MAX_PIXELS:
+    if 1 < dilation and x.shape[-2] * x.shape[-1] <= _POLYPHASE_GRAD_WEIGHT_MAX_PIXELS:
         x, grad_output = space_to_batch(x, dilation), space_to_batch(grad_output, dilation)
         dense = weight
     else:
@@ -200,6 +206,18 @@ register_dilated_impl("native_cl", native_cl_dilated)
 register_dilated_impl("dense", dense_dilated)
 register_dilated_impl("polyphase", polyphase_dilated)
 register_dilated_impl("hybrid", hybrid_dilated)
+
+
+def hybrid_nchw_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The hybrid at dilation 1: NCHW jit_dw forward and grad_input, the library's Toeplitz/FFT grad_weight.
+
+    cpu.py's ``hybrid`` runs its forward and grad_input in channels_last because with AVX2 jit_dw stops at K = 9;
+    with AVX-512 it reaches K = 13, and on NCHW input this path saves the layout copies (docs/ops.md).
+    """
+    return hybrid_dilated(x, weight, bias, 1)
+
+
+register_impl("hybrid_nchw", hybrid_nchw_dwconv2d)
 
 
 # NOTE: channels_last input, k = 3, planes above 14x14, training: aten's channels_last backward (a grouped kernel
