@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from replknet.ops import fft
-from replknet.ops.cpu import _autocast_inputs, _memory_format
+from replknet.ops.cpu import _AVX512, _autocast_inputs, _memory_format
 from replknet.ops.dispatch import (
     auto_dwconv2d,
     dilate_kernel,
@@ -43,9 +43,10 @@ _LOW_PRECISION = (torch.bfloat16, torch.float16)
 # NOTE: the largest extent r (k - 1) + 1 oneDNN's NCHW depthwise forward (jit_dw) takes, dilated or not: 13 measured
 # with AVX-512 (ONEDNN_VERBOSE: k = 7, r = 2 runs jit_dw, k = 3, r = 7 and k = 9, r = 2 run the GEMM path); 9 is the
 # undilated limit measured with AVX2 (docs/ops.md), assumed to hold for the extent there.
-_JIT_DW_MAX_EXTENT = 13 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 9
+_JIT_DW_MAX_EXTENT = 13 if _AVX512 else 9
 # NOTE: grad_weight on the polyphase sub-grids up to this many pixels per (full) plane, on the dense equivalent
-# kernel above: measured at UniRepLKNet's stage shapes (docs/ops.md).
+# kernel above: at UniRepLKNet-S's stage shapes (B = 16, every (k, r) of its table) the hybrid with the polyphase
+# grad_weight was 1.1-2.1x faster on 14x14 planes, level on 7x7, and mostly 1.2-2.5x slower on 28x28 and 56x56.
 _POLYPHASE_GRAD_WEIGHT_MAX_PIXELS = 14 * 14
 # Sub-grid planes of at most this many pixels use the Toeplitz weight gradient (as cpu.py's hybrid does).
 _TOEPLITZ_MAX_PIXELS = 64
@@ -149,6 +150,8 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, d
         x = x.to(dtype=dtype, memory_format=layout)
         return F.conv2d(x, weight, bias, padding=padding, dilation=dilation, groups=x.shape[1])
     x = x.to(dtype=dtype, memory_format=torch.contiguous_format)
+    if dilation == 1:  # hybrid_nchw beyond jit_dw's kernel sizes: nothing to rearrange
+        return auto_dwconv2d(x, weight, bias)
     y = auto_dwconv2d(space_to_batch(x, dilation), weight, bias)
     return batch_to_space(y, dilation, x.shape[-2], x.shape[-1])
 
