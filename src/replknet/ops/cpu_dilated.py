@@ -46,7 +46,8 @@ _LOW_PRECISION = (torch.bfloat16, torch.float16)
 _JIT_DW_MAX_EXTENT = 13 if _AVX512 else 9
 # NOTE: grad_weight on the polyphase sub-grids up to this many pixels per (full) plane, on the dense equivalent
 # kernel above: at UniRepLKNet-S's stage shapes (B = 16, every (k, r) of its table) the hybrid with the polyphase
-# grad_weight was 1.1-2.1x faster on 14x14 planes, level on 7x7, and mostly 1.2-2.5x slower on 28x28 and 56x56.
+# grad_weight was 1.1-2.1x faster on 14x14 planes, level on 7x7, and mostly 1.2-2.5x slower on 28x28 and 56x56
+# (a one-off comparison of the two variants on the loaded machine, one thread).
 _POLYPHASE_GRAD_WEIGHT_MAX_PIXELS = 14 * 14
 # Sub-grid planes of at most this many pixels use the Toeplitz weight gradient (as cpu.py's hybrid does).
 _TOEPLITZ_MAX_PIXELS = 64
