@@ -120,8 +120,8 @@ def measure_model(name: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="timm or replknet model names")
-    parser.add_argument("--batch-size", type=int, default=16, help="inference batch")
-    parser.add_argument("--train-batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8, help="inference batch")
+    parser.add_argument("--train-batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (minimum kept)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
