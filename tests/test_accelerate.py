@@ -174,3 +174,27 @@ def test_a_bare_conv_can_be_the_model() -> None:
     conv = nn.Conv2d(3, 3, 9, padding=4, groups=3)
     report = accelerate(conv)
     assert report.replaced == {"<model>": 9} and isinstance(conv, DepthwiseConv2d)
+
+
+def test_unireplknet_is_built_on_the_op_and_auto_matches_the_reference() -> None:
+    # UniRepLKNet's depthwise convolutions (dilated branches included) are DepthwiseConv2d already: accelerate
+    # leaves them, and its training form through "auto" (the dilated routes) equals plain F.conv2d
+    import replknet
+
+    torch.manual_seed(0)
+    model = replknet.create_model("unireplknet_a", num_classes=10)
+    randomize_bn_stats(model)
+    model.eval()
+    depthwise = [m for m in model.modules() if isinstance(m, DepthwiseConv2d)]
+    assert any(m.dilation[0] > 1 for m in depthwise)
+    report = accelerate(model)
+    assert len(report) == 0
+    assert sum(reason == "already a DepthwiseConv2d" for reason in report.skipped.values()) == len(depthwise)
+    x = torch.randn(2, 3, 64, 64)
+    expected = _outputs_and_grads(model, x, "reference")
+    output, input_grad, grads = _outputs_and_grads(model, x, "auto")
+    assert relative_error(output, expected[0]) < 1e-4
+    assert relative_error(input_grad, expected[1]) < 1e-4
+    assert grads.keys() == expected[2].keys()
+    for key, grad in expected[2].items():
+        assert relative_error(grads[key], grad) < 1e-3, key
