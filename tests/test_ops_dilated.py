@@ -288,5 +288,14 @@ def test_avx512_auto_rule_routes(monkeypatch) -> None:
     assert choose(16, 192, 28, 5, channels_last=True, grad=True) == "native_cl"
     assert choose(16, 192, 28, 7, channels_last=True, grad=True) == "hybrid"
     assert choose(16, 192, 28, 13, channels_last=True, grad=True) == "hybrid_nchw"
+    # bf16 keeps the rest of the rule (the routes were measured in float32 only)
+    weight = torch.empty(768, 1, 13, 13)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.empty(16, 768, 7, 7, dtype=dtype)
+        avx512 = rule(x, weight.to(dtype))
+        monkeypatch.setattr(ops_cpu, "_AVX512", False)
+        other = rule(x, weight.to(dtype))
+        monkeypatch.setattr(ops_cpu, "_AVX512", True)
+        assert (avx512 == other) == (dtype == torch.bfloat16), (dtype, avx512, other)
     # beyond K = 13 the rule measured with AVX2 holds
     assert choose(16, 512, 14, 27) == "toeplitz" and choose(16, 128, 56, 31, grad=True) == "fft"

@@ -261,7 +261,7 @@ def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
     pixels = x.shape[-2] * x.shape[-1]
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     nchw_input = _memory_format(x) == torch.contiguous_format
-    if _AVX512 and kernel_size <= _AVX512_JIT_DW_MAX_KERNEL:
+    if _AVX512 and kernel_size <= _AVX512_JIT_DW_MAX_KERNEL and x.dtype != torch.bfloat16:  # measured in fp32
         choice = _avx512_jit_dw_choice(kernel_size, pixels, needs_grad, nchw_input)
         if choice is not None:
             return choice
