@@ -201,8 +201,10 @@ def test_auto_rule() -> None:
     x = torch.empty(1, 256, 7, 7).contiguous(memory_format=torch.channels_last)
     assert rule(x, torch.empty(256, 1, 3, 3), 3) == "native_cl"
     assert rule(x, torch.empty(256, 1, 3, 3), 4) == "native_nchw"
-    # a 3x3 kernel at dilation 7 on a 7x7 plane is cropped to its centre, a 1x1 kernel, kept dilated (oneDNN)
+    # a 3x3 kernel at dilation 7 on a 7x7 plane is cropped to its centre, a 1x1 kernel: kept dilated (oneDNN) where
+    # aten would send an undilated one to its slow path (batch < 16, one thread), the dilation-1 rule elsewhere
     assert rule(torch.empty(1, 8, 7, 7, requires_grad=True), torch.empty(8, 1, 3, 3), 7) == "native_nchw"
+    assert rule(torch.empty(16, 8, 7, 7, requires_grad=True), torch.empty(8, 1, 3, 3), 7) == "dense"
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
