@@ -241,7 +241,7 @@ def cpu_dilated_auto_rule(x: torch.Tensor, weight: torch.Tensor, dilation: int) 
     channels_last = _memory_format(x) == torch.channels_last
     if kernel_size == 1:
         # NOTE: aten sends an undilated 1x1 depthwise convolution at batch < 16 on one thread to its slow
-        # non-oneDNN path (measured at 7x7: 18x slower at B = 2), a dilated one to oneDNN; where aten's own condition
+        # non-oneDNN path (measured at 7x7: 10-18x slower at B = 2), a dilated one to oneDNN; where aten's own condition
         # (batch >= 16 or several threads) picks oneDNN anyway, the undilated 1x1 is the faster (1.9x at B = 16)
         if x.shape[0] >= 16 or torch.get_num_threads() > 1:
             return "dense"
