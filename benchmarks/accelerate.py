@@ -159,8 +159,9 @@ def main() -> None:
         infer_x = row["infer_ref"] / row["infer_auto"]
         train_x = row["train_ref"] / row["train_auto"]
         print(
-            f"{name:<18} {row['params_m']:>6.1f}M {kernels:<26} | {row['infer_ref']:>10.0f}ms {row['infer_auto']:>6.0f}ms "
-            f"{infer_x:>5.2f} | {row['train_ref']:>10.0f}ms {row['train_auto']:>6.0f}ms {train_x:>5.2f}",
+            f"{name:<18} {row['params_m']:>6.1f}M {kernels:<26} | "
+            f"{row['infer_ref']:>10.0f}ms {row['infer_auto']:>6.0f}ms {infer_x:>5.2f} | "
+            f"{row['train_ref']:>10.0f}ms {row['train_auto']:>6.0f}ms {train_x:>5.2f}",
             flush=True,
         )
 
