@@ -4,8 +4,8 @@ Recognition" (Ding et al., CVPR 2024).
 Module structure, layer order and state-dict keys follow the official code (AILab-CVC/UniRepLKNet, root
 ``unireplknet.py``), so official checkpoints (training and deploy form) load with ``strict=True``; the architecture
 is stated in ``../shared/reference/unireplknet-spec.md``. Differences from the official code, each marked ``NOTE:``:
-every depthwise convolution goes through ``replknet.ops.DepthwiseConv2d`` (the dilated branches through
-``nn.Conv2d`` until the op takes a dilation), the features (backbone) mode needs no mmseg/mmdet, nothing is printed,
+every stride-1 depthwise convolution, the dilated branches included, goes through ``replknet.ops.DepthwiseConv2d``
+(the same keys as ``nn.Conv2d``), the features (backbone) mode needs no mmseg/mmdet, nothing is printed,
 unknown constructor arguments are an error, and timm's model conventions sit on top.
 """
 
