@@ -49,11 +49,14 @@ CONFIG_NAMES = {
 FREE_IMPL = "_free_bound"
 
 
-def _free_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Not a convolution: a per-channel scale by the kernel's centre tap, the cheapest op with its shapes."""
+def free_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Not a convolution: a per-channel scale by the kernel's centre tap, the cheapest op with its shapes.
+
+    In ``x``'s dtype, as the convolution's output would be (under bf16 autocast the next layer sees bf16).
+    """
     centre = weight.shape[-1] // 2
-    y = x * weight[:, 0, centre, centre].view(1, -1, 1, 1)
-    return y if bias is None else y + bias.view(1, -1, 1, 1)
+    y = x * weight[:, 0, centre, centre].to(x.dtype).view(1, -1, 1, 1)
+    return y if bias is None else y + bias.to(x.dtype).view(1, -1, 1, 1)
 
 
 TASKS = ("infer1", "infer8", "train8")
@@ -114,7 +117,7 @@ def worker(config: str, task: str, repeats: int) -> dict:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     impl = {"nchw": "reference", "native_cl": "reference", "dw_free": FREE_IMPL}.get(config, "auto")
-    register_impl(FREE_IMPL, _free_dwconv2d)
+    register_impl(FREE_IMPL, free_dwconv2d)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config == "ours_bf16" else contextlib.nullcontext()
     result: dict = {"config": config, "task": task, "batch": batch}
 
