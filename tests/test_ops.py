@@ -240,3 +240,71 @@ def test_bad_input_is_named() -> None:
         ops.dwconv2d(x, torch.randn(4, 1, 5, 5), impl="nope")
     with pytest.raises(ValueError, match="unknown depthwise conv impl"), ops.impl_override("nope"):
         pass
+
+
+@pytest.mark.parametrize(
+    "shape,kernel_size",
+    [((2, 3, 14, 14), 5), ((1, 2, 7, 9), 13), ((3, 2, 6, 5), 3), ((2, 4, 4, 4), 27), ((1, 1, 1, 1), 7)],
+)
+def test_swapped_grad_weight_matches_float64(shape: tuple[int, int, int, int], kernel_size: int) -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(*shape, dtype=torch.float64, generator=generator)
+    grad_output = torch.randn(*shape, dtype=torch.float64, generator=generator)
+    weight_shape = (shape[1], 1, kernel_size, kernel_size)
+    expected = torch.nn.grad.conv2d_weight(x, weight_shape, grad_output, padding=kernel_size // 2, groups=shape[1])
+    got = ops_cpu.swapped_grad_weight(x, grad_output, kernel_size)
+    assert got.shape == weight_shape and got.dtype == torch.float64
+    assert relative_error(got, expected) < 1e-12
+
+
+@pytest.mark.parametrize("method", ["toeplitz", "swapped", "fft"])
+def test_hybrid_grad_weight_methods(method: str, monkeypatch) -> None:
+    # every weight-gradient method the hybrid can pick, forced on one shape: gradcheck in float64, bf16 tolerance
+    monkeypatch.setattr(ops_cpu, "_grad_weight_method", lambda kernel_size, pixels, dtype: method)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(3, 1, 7, 7, dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: ops.dwconv2d(a, b, impl="hybrid"), (x, weight), fast_mode=True)
+    x = torch.randn(2, 4, 9, 11, generator=generator).bfloat16()
+    weight = (torch.randn(4, 1, 7, 7, generator=generator) / 7).bfloat16()
+    bias = torch.randn(4, generator=generator).bfloat16()
+    grad_output = torch.randn(2, 4, 9, 11, generator=generator).bfloat16()
+    expected = _float64_reference(x, weight, bias, grad_output)
+    got = _run("hybrid", x, weight, bias, grad_output)
+    for name, g, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, expected, strict=True):
+        assert g.dtype == torch.bfloat16, name
+        assert relative_error(g, e) < LOW_PRECISION_TOLERANCE[torch.bfloat16], f"{method} {name}"
+
+
+@pytest.mark.parametrize("bf16_hardware", [False, True])
+@pytest.mark.parametrize("impl", ["hybrid", "toeplitz", "native_cl", "native_nchw"])
+def test_bfloat16_matrix_passes_with_and_without_bf16_hardware(impl: str, bf16_hardware: bool, monkeypatch) -> None:
+    # with bf16 instructions the oneDNN and GEMM passes compute in bf16 (float32 accumulation), without them in
+    # float32: both within the bf16 tolerance, and the dtype that reaches the convolution/GEMM is the one chosen
+    from replknet.ops import precision
+
+    generator = torch.Generator().manual_seed(13)
+    x = torch.randn(3, 4, 7, 6, generator=generator).bfloat16()
+    weight = (torch.randn(4, 1, 9, 9, generator=generator) / 9).bfloat16()
+    bias = torch.randn(4, generator=generator).bfloat16()
+    grad_output = torch.randn(3, 4, 7, 6, generator=generator).bfloat16()
+    expected = _float64_reference(x, weight, bias, grad_output)
+    monkeypatch.setattr(precision, "bf16_hardware", lambda: bf16_hardware)
+    seen: set[torch.dtype] = set()
+    real_conv2d, real_bmm = F.conv2d, torch.bmm
+
+    def conv2d(inp, *args, **kwargs):
+        seen.add(inp.dtype)
+        return real_conv2d(inp, *args, **kwargs)
+
+    def bmm(a, *args, **kwargs):
+        seen.add(a.dtype)
+        return real_bmm(a, *args, **kwargs)
+
+    monkeypatch.setattr(ops_cpu.F, "conv2d", conv2d)
+    monkeypatch.setattr(torch, "bmm", bmm)
+    got = _run(impl, x, weight, bias, grad_output)
+    assert seen == {torch.bfloat16 if bf16_hardware else torch.float32}
+    for name, g, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, expected, strict=True):
+        assert g.dtype == torch.bfloat16, name
+        assert relative_error(g, e) < LOW_PRECISION_TOLERANCE[torch.bfloat16], f"{impl} {name}"

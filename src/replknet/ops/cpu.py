@@ -28,6 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from replknet.ops import fft
 from replknet.ops.dispatch import register_auto_rule, register_impl
+from replknet.ops.precision import compute_dtype, matrix_dtype
 from replknet.ops.toeplitz import toeplitz_forward, toeplitz_grad_input, toeplitz_grad_weight
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -57,9 +58,10 @@ def _autocast_inputs(
 def _native(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layout: torch.memory_format):
     out_format = _memory_format(x)
     dtype = x.dtype
-    if dtype in _LOW_PRECISION:
-        x, weight = x.float(), weight.float()
-        bias = None if bias is None else bias.float()
+    compute = matrix_dtype(dtype)
+    if dtype in _LOW_PRECISION and compute != dtype:
+        x, weight = x.to(compute), weight.to(compute)
+        bias = None if bias is None else bias.to(compute)
     y = F.conv2d(x.contiguous(memory_format=layout), weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
     return y.to(dtype=dtype, memory_format=out_format)
 
@@ -79,15 +81,15 @@ def native_cl_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 def _cl_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """channels_last oneDNN forward in float32 (float64 kept), no autograd; returns a channels_last tensor."""
-    dtype = fft.compute_dtype(x.dtype)
+    """channels_last oneDNN forward in ``matrix_dtype`` (bf16 on bf16 hardware), no autograd; channels_last out."""
+    dtype = matrix_dtype(x.dtype)
     x = x.to(dtype=dtype, memory_format=torch.channels_last)
     bias = None if bias is None else bias.to(dtype)
     return F.conv2d(x, weight.to(dtype), bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
 
 
 def _bias_grad(grad_output: torch.Tensor, bias_dtype: torch.dtype) -> torch.Tensor:
-    return grad_output.sum((0, 2, 3), dtype=fft.compute_dtype(grad_output.dtype)).to(bias_dtype)
+    return grad_output.sum((0, 2, 3), dtype=compute_dtype(grad_output.dtype)).to(bias_dtype)
 
 
 class _FFTDepthwiseConv(torch.autograd.Function):
@@ -117,9 +119,41 @@ def _rotated_kernel_grad_input(grad_output: torch.Tensor, weight: torch.Tensor) 
     return _cl_forward(grad_output, weight.flip(-2, -1), None)
 
 
+def _grad_weight_method(kernel_size: int, pixels: int, dtype: torch.dtype) -> str:
+    """How the hybrid computes grad_weight: ``toeplitz`` (tiny planes), ``swapped`` (small kernels) or ``fft``."""
+    if pixels <= _TOEPLITZ_MAX_PIXELS:
+        return "toeplitz"
+    if kernel_size <= 7:
+        return "swapped"
+    return "fft"
+
+
+def swapped_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """grad_weight as one depthwise convolution with the roles swapped: the output gradient is the kernel.
+
+    ``gw[c, a, b] = sum_n sum_(h, w) x_pad[n, c, h + a, w + b] gy[n, c, h, w]``: each of the ``N C`` planes of ``x``,
+    zero-padded by ``K // 2``, correlated with its own ``H x W`` plane of ``gy`` (a "valid" correlation with a
+    ``K x K`` result), then summed over the batch. oneDNN's channels_last depthwise forward runs it at every kernel
+    size, in ``matrix_dtype`` (bf16 on bf16 hardware); the batch sum is in float32 (float64 kept). Returns
+    ``(C, 1, K, K)`` in that accumulation dtype.
+    """
+    batch, channels, height, width = x.shape
+    dtype = matrix_dtype(x.dtype)
+    planes = x.to(dtype).reshape(1, batch * channels, height, width).contiguous(memory_format=torch.channels_last)
+    kernels = grad_output.to(dtype).reshape(batch * channels, 1, height, width)
+    # NOTE: an even plane side is an even "kernel" here; the explicit padding keeps the result K x K
+    out = F.conv2d(planes, kernels, padding=kernel_size // 2, groups=batch * channels)  # (1, N C, K, K)
+    out = out.reshape(batch, channels, kernel_size, kernel_size).sum(0, dtype=compute_dtype(x.dtype))
+    return out.unsqueeze(1)
+
+
 def _hybrid_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    if x.shape[-2] * x.shape[-1] <= _TOEPLITZ_MAX_PIXELS:
-        return toeplitz_grad_weight(x, grad_output, weight.shape[-1])
+    kernel_size = weight.shape[-1]
+    method = _grad_weight_method(kernel_size, x.shape[-2] * x.shape[-1], x.dtype)
+    if method == "toeplitz":
+        return toeplitz_grad_weight(x, grad_output, kernel_size)
+    if method == "swapped":
+        return swapped_grad_weight(x, grad_output, kernel_size)
     return fft.fft_backward(x, weight, grad_output, need_input=False, need_weight=True)[1]
 
 

@@ -10,7 +10,7 @@ smallest size at which the wanted outputs of a circular product equal those of t
 
 with ``p = K // 2``. The batch is processed in chunks so the spectra of one chunk stay in cache and no
 buffer is ever allocated for the whole batch; the kernel spectrum is computed once per call and reused for
-every chunk. Low-precision inputs are computed in float32 and cast back.
+every chunk. Low-precision inputs are computed in float32 (``torch.fft`` has no bf16 on the CPU) and cast back.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 
 import torch
+
+from replknet.ops.precision import compute_dtype
 
 # NOTE: a chunk's complex spectrum is kept near this size (bytes): large enough for the FFT library to
 # amortise its per-call cost, small enough to stay in this machine's cache (measured, docs/ops.md).
@@ -47,11 +49,6 @@ def _grid(height: int, width: int, kernel_size: int) -> tuple[int, int]:
 def _chunk_size(batch: int, channels: int, grid: tuple[int, int]) -> int:
     spectrum_bytes = channels * grid[0] * (grid[1] // 2 + 1) * 8  # complex64
     return max(1, min(batch, _CHUNK_BYTES // max(spectrum_bytes, 1)))
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64 (for gradcheck); everything else is computed in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _as_real_nchw(t: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import functools
 
 import torch
 
-from replknet.ops.fft import compute_dtype
+from replknet.ops.precision import compute_dtype, matrix_dtype
 
 
 @functools.lru_cache(maxsize=64)
@@ -31,15 +31,24 @@ def _tap_index(height: int, width: int, kernel_size: int, device: torch.device) 
 
 
 def toeplitz_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Gradient of the same-padded depthwise convolution with respect to its ``(C, 1, K, K)`` weight."""
+    """Gradient of the same-padded depthwise convolution with respect to its ``(C, 1, K, K)`` weight.
+
+    The tables are built in ``matrix_dtype`` (bf16 GEMMs on bf16 hardware) and summed onto the taps in float32
+    (float64 kept), channels in cache-sized chunks so each table is summed while still in cache.
+    """
     batch, channels, height, width = x.shape
-    dtype = compute_dtype(x.dtype)
-    rows_x = x.to(dtype).reshape(batch, channels, -1).transpose(0, 1)  # (C, B, H W)
-    rows_g = grad_output.to(dtype).reshape(batch, channels, -1).transpose(0, 1)  # (C, B, H W)
-    grad_table = torch.bmm(rows_g.transpose(1, 2), rows_x)  # (C, H W_o, H W_i)
-    index = _tap_index(height, width, kernel_size, x.device).expand(channels, -1)
-    flat = torch.zeros(channels, kernel_size * kernel_size + 1, dtype=dtype, device=x.device)
-    flat.scatter_add_(1, index, grad_table.reshape(channels, -1))
+    pixels = height * width
+    dtype, accumulate = matrix_dtype(x.dtype), compute_dtype(x.dtype)
+    rows_x = x.to(dtype).reshape(batch, channels, pixels).transpose(0, 1)  # (C, B, H W)
+    rows_g = grad_output.to(dtype).reshape(batch, channels, pixels).transpose(0, 1)  # (C, B, H W)
+    index = _tap_index(height, width, kernel_size, x.device)
+    flat = torch.zeros(channels, kernel_size * kernel_size + 1, dtype=accumulate, device=x.device)
+    step = max(1, _CHUNK_BYTES // (pixels * pixels * torch.finfo(accumulate).bits // 8))
+    for start in range(0, channels, step):
+        stop = min(channels, start + step)
+        grad_table = torch.bmm(rows_g[start:stop].transpose(1, 2), rows_x[start:stop])  # (c, H W_o, H W_i)
+        grad_table = grad_table.to(accumulate).reshape(stop - start, -1)
+        flat[start:stop].scatter_add_(1, index.expand(stop - start, -1), grad_table)
     return flat[:, :-1].reshape(channels, 1, kernel_size, kernel_size)
 
 
@@ -107,10 +116,10 @@ def toeplitz_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
     ``2 C (H W)^2`` multiply-adds per sample instead of the direct method's ``2 C H W K^2``, a saving whenever
     the kernel is larger than the plane (RepLKNet-31B stages 3-4: 3.4x); the matrices cost one pass over
-    ``C (H W)^2`` floats per call, which the batch has to amortise. NCHW out, in ``x.dtype`` (float32 compute,
-    float64 kept).
+    ``C (H W)^2`` floats per call, which the batch has to amortise. NCHW out, in ``x.dtype`` (computed in
+    ``matrix_dtype``: bf16 GEMMs with float32 accumulation on bf16 hardware, else float32; float64 kept).
     """
-    dtype = compute_dtype(x.dtype)
+    dtype = matrix_dtype(x.dtype)
     y = _correlate(x.to(dtype), weight.to(dtype))
     if bias is not None:
         y = y.add_(bias.to(dtype).view(1, -1, 1, 1))
@@ -119,6 +128,6 @@ def toeplitz_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 def toeplitz_grad_input(grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Input gradient of the same-padded depthwise convolution: the correlation with the rotated kernel."""
-    dtype = compute_dtype(grad_output.dtype)
+    dtype = matrix_dtype(grad_output.dtype)
     grad = _correlate(grad_output.to(dtype), weight.to(dtype).flip(-2, -1))
     return grad.to(dtype=grad_output.dtype, memory_format=torch.contiguous_format)
