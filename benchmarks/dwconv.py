@@ -6,15 +6,20 @@ layout, the four-stage totals, and this machine's fp32 matmul GFLOP/s measured i
 
     python benchmarks/dwconv.py                       # B=1 and B=16, all stages
     python benchmarks/dwconv.py --calibrate           # the crossover table behind the CPU auto rule
+    python benchmarks/dwconv.py --dtype bf16 --small  # bf16 tensors (columns "ours fp32", "x fp32": the same
+                                                      # op on float32 tensors), plus the 5x5 re-param branches
 
 "native NCHW" is ``F.conv2d`` on an NCHW tensor (what a plain ``nn.Conv2d`` model runs), "native CL" is
 ``F.conv2d`` on a channels_last tensor (layout conversion not timed), "ours" is ``replknet.ops.dwconv2d`` with
 ``impl="auto"`` on an NCHW tensor (what the models feed it); "ours CL-in" is ours on the channels_last tensor.
+With ``--dtype bf16`` every column gets bf16 tensors (the native columns then run oneDNN's bf16 kernels, as a
+bf16 model's ``nn.Conv2d`` would).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import torch
@@ -24,6 +29,8 @@ import replknet.ops as ops
 from replknet.ops.cpu import cpu_auto_rule
 
 STAGES = ((128, 56, 31), (256, 28, 29), (512, 14, 27), (1024, 7, 13))
+SMALL_KERNEL = 5  # the parallel 5x5 branch of every RepLKNet-31B block in training form
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def timeit(fn, repeats: int, slow_seconds: float = 2.0) -> float:
@@ -47,8 +54,8 @@ def timeit(fn, repeats: int, slow_seconds: float = 2.0) -> float:
     return min(times) * 1e3
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     ms = timeit(lambda: torch.mm(a, b), repeats)
     return 2 * size**3 / ms / 1e6
 
@@ -82,19 +89,24 @@ def make_step(kind: str, x: torch.Tensor, weight: torch.Tensor, backward: bool):
     return forward_backward
 
 
-def run_table(batch_sizes: list[int], repeats: int, stages: list[int]) -> None:
+def run_table(batch_sizes: list[int], repeats: int, stages: list[int], dtype: torch.dtype, small: bool) -> None:
+    low_precision = dtype != torch.float32
     header = (
         f"{'B':>3} {'C':>5} {'H':>3} {'K':>3} {'pass':>8} | {'NCHW ms':>9} {'CL ms':>8} {'ours ms':>8} | "
         f"{'NCHW GF/s':>9} {'CL GF/s':>8} {'ours GF/s':>9} | {'x NCHW':>7} {'x CL':>6} {'x best':>6} | "
-        f"{'ours CL-in':>10}  ours impl"
+        f"{'ours CL-in':>10}" + (f" {'ours fp32':>9} {'x fp32':>6}" if low_precision else "") + "  ours impl"
     )
     print(header)
     print("-" * len(header))
+    shapes = [STAGES[i - 1] for i in stages]
+    if small:
+        shapes += [(channels, size, SMALL_KERNEL) for channels, size, _ in shapes]
     totals: dict[tuple[int, str], list[float]] = {}
     for batch in batch_sizes:
-        for channels, size, kernel_size in (STAGES[i - 1] for i in stages):
-            x = torch.randn(batch, channels, size, size)
-            weight = torch.randn(channels, 1, kernel_size, kernel_size) / kernel_size
+        for channels, size, kernel_size in shapes:
+            x32 = torch.randn(batch, channels, size, size)
+            weight32 = torch.randn(channels, 1, kernel_size, kernel_size) / kernel_size
+            x, weight = x32.to(dtype), weight32.to(dtype)
             flops = 2 * batch * channels * size * size * kernel_size**2
             for backward in (False, True):
                 label = "fwd+bwd" if backward else "fwd"
@@ -105,33 +117,40 @@ def run_table(batch_sizes: list[int], repeats: int, stages: list[int]) -> None:
                 ms = [timeit(make_step(kind, x, weight, backward), repeats) for kind in kinds]
                 passes = 3 if backward else 1
                 gflops = [passes * flops / t / 1e6 for t in ms]
-                total = totals.setdefault((batch, label), [0.0, 0.0, 0.0])
+                total = totals.setdefault((batch, label), [0.0, 0.0, 0.0, 0.0])
                 for i in range(3):
                     total[i] += ms[i]
-                print(
+                line = (
                     f"{batch:>3} {channels:>5} {size:>3} {kernel_size:>3} {label:>8} | {ms[0]:>9.1f} {ms[1]:>8.1f} "
                     f"{ms[2]:>8.1f} | {gflops[0]:>9.1f} {gflops[1]:>8.1f} {gflops[2]:>9.1f} | "
-                    f"{ms[0] / ms[2]:>7.1f} {ms[1] / ms[2]:>6.1f} {min(ms[:2]) / ms[2]:>6.2f} | {ms[3]:>10.1f}  {chosen}",
-                    flush=True,
+                    f"{ms[0] / ms[2]:>7.1f} {ms[1] / ms[2]:>6.1f} {min(ms[:2]) / ms[2]:>6.2f} | {ms[3]:>10.1f}"
                 )
+                if low_precision:
+                    ours32 = timeit(make_step("auto", x32, weight32, backward), repeats)
+                    total[3] += ours32
+                    line += f" {ours32:>9.1f} {ours32 / ms[2]:>6.2f}"
+                print(line + f"  {chosen}", flush=True)
     print()
-    print(f"Stages {stages} together (ms): NCHW / CL / ours, and speed-up of ours")
-    for (batch, label), (nchw, cl, ours) in totals.items():
-        print(
+    print("Shapes above together (ms): NCHW / CL / ours, and speed-up of ours")
+    for (batch, label), (nchw, cl, ours, ours32) in totals.items():
+        line = (
             f"  B={batch:<3} {label:>8}: {nchw:9.1f} / {cl:8.1f} / {ours:8.1f}   "
             f"x{nchw / ours:.1f} vs NCHW, x{cl / ours:.1f} vs CL"
         )
+        if low_precision:
+            line += f", x{ours32 / ours:.2f} vs ours on float32 tensors ({ours32:.1f} ms)"
+        print(line)
 
 
-def run_calibration(batch_sizes: list[int], repeats: int) -> None:
+def run_calibration(batch_sizes: list[int], repeats: int, dtype: torch.dtype, kernel_sizes: list[int]) -> None:
     """Every impl on a grid of (K, plane size) at the RepLKNet channel widths: the table behind the auto rule."""
     impls = ("native_nchw", "native_cl", "fft", "hybrid", "toeplitz")
     print(f"{'B':>3} {'C':>5} {'H':>3} {'K':>3} {'pass':>8} | " + " ".join(f"{i:>11}" for i in impls) + " | best")
     for batch in batch_sizes:
         for channels, size, _ in STAGES:
-            for kernel_size in (3, 5, 7, 9, 13, 17, 27, 31):
-                x = torch.randn(batch, channels, size, size)
-                weight = torch.randn(channels, 1, kernel_size, kernel_size) / kernel_size
+            for kernel_size in kernel_sizes:
+                x = torch.randn(batch, channels, size, size, dtype=dtype)
+                weight = (torch.randn(channels, 1, kernel_size, kernel_size) / kernel_size).to(dtype)
                 for backward in (False, True):
                     row = {}
                     for impl in impls:
@@ -153,6 +172,44 @@ def run_calibration(batch_sizes: list[int], repeats: int) -> None:
                     )
 
 
+def _grad_weight_call(method: str, x: torch.Tensor, grad_output: torch.Tensor, weight: torch.Tensor) -> None:
+    from replknet.ops import fft
+    from replknet.ops.cpu import swapped_grad_weight
+    from replknet.ops.toeplitz import toeplitz_grad_weight
+
+    if method == "fft":
+        fft.fft_backward(x, weight, grad_output, need_input=False, need_weight=True)
+    elif method == "swapped":
+        swapped_grad_weight(x, grad_output, weight.shape[-1])
+    else:
+        toeplitz_grad_weight(x, grad_output, weight.shape[-1])
+
+
+def run_grad_weight_calibration(
+    batch_sizes: list[int], repeats: int, dtype: torch.dtype, kernel_sizes: list[int]
+) -> None:
+    """The hybrid's weight-gradient methods on the same grid: the table behind ``cpu._grad_weight_method``."""
+    from replknet.ops.cpu import _grad_weight_method
+
+    methods = ("fft", "swapped", "toeplitz")
+    print(f"{'B':>3} {'C':>5} {'H':>3} {'K':>3} | " + " ".join(f"{m:>9}" for m in methods) + " | best    rule")
+    for batch in batch_sizes:
+        for channels, size, _ in STAGES:
+            for kernel_size in kernel_sizes:
+                x = torch.randn(batch, channels, size, size, dtype=dtype)
+                grad_output = torch.randn(batch, channels, size, size, dtype=dtype)
+                weight = torch.randn(channels, 1, kernel_size, kernel_size, dtype=dtype)
+                methods_here = methods if size * size <= 196 else methods[:2]  # (H W)^2 tables: small planes only
+                row = {
+                    method: timeit(functools.partial(_grad_weight_call, method, x, grad_output, weight), repeats)
+                    for method in methods_here
+                }
+                best = min(row, key=row.get)
+                cells = " ".join(f"{row[m]:>9.2f}" if m in row else f"{'-':>9}" for m in methods)
+                rule = _grad_weight_method(kernel_size, size * size, dtype)
+                print(f"{batch:>3} {channels:>5} {size:>3} {kernel_size:>3} | {cells} | {best:<8}{rule}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
@@ -160,6 +217,14 @@ def main() -> None:
     parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--calibrate", action="store_true", help="print the per-impl crossover table instead")
+    parser.add_argument(
+        "--calibrate-grad-weight", action="store_true", help="print the hybrid's grad_weight crossover table instead"
+    )
+    parser.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="dtype of every tensor")
+    parser.add_argument("--small", action="store_true", help="table: also the stages' 5x5 re-param branches")
+    parser.add_argument(
+        "--kernel-sizes", type=int, nargs="+", default=[3, 5, 7, 9, 13, 17, 27, 31], help="--calibrate: K grid"
+    )
     parser.add_argument(
         "--system-allocator", action="store_true", help="do not call replknet.runtime.keep_freed_memory()"
     )
@@ -174,11 +239,16 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}, "
         f"allocator: {allocator}"
     )
+    dtype = DTYPES[args.dtype]
     print(f"fp32 matmul (2048^3): {matmul_gflops():.1f} GFLOP/s")
-    if args.calibrate:
-        run_calibration(args.batch_sizes, args.repeats)
+    if dtype != torch.float32:
+        print(f"{args.dtype} matmul (2048^3): {matmul_gflops(dtype=dtype):.1f} GFLOP/s; tensors in {args.dtype}")
+    if args.calibrate_grad_weight:
+        run_grad_weight_calibration(args.batch_sizes, args.repeats, dtype, args.kernel_sizes)
+    elif args.calibrate:
+        run_calibration(args.batch_sizes, args.repeats, dtype, args.kernel_sizes)
     else:
-        run_table(args.batch_sizes, args.repeats, args.stages)
+        run_table(args.batch_sizes, args.repeats, args.stages, dtype, args.small)
     print(f"fp32 matmul (2048^3), end of run: {matmul_gflops():.1f} GFLOP/s")
 
 

@@ -169,16 +169,19 @@ def test_auto_rule_picks_registered_cpu_impls() -> None:
                 assert choice in ops.available_impls()
 
 
+NCHW_KERNEL = "native_nchw" if ops_cpu._NCHW_FORWARD_MAX_KERNEL >= 13 else "native_cl"  # jit_dw: K <= 13 on AVX-512
+
+
 @pytest.mark.parametrize(
     "batch,channels,size,kernel_size,expected",
     [
         (16, 512, 14, 27, "toeplitz"),  # RepLKNet-31B stage 3 at B=16: the matrices pay
         (16, 1024, 7, 13, "toeplitz"),  # stage 4
-        (8, 1024, 7, 13, "native_cl"),  # stage 4 at B=8: per-call overhead, oneDNN still ahead
+        (8, 1024, 7, 13, NCHW_KERNEL),  # stage 4 at B=8: per-call overhead, oneDNN still ahead
         (8, 512, 14, 27, "toeplitz"),  # stage 3 at B=8
         (1, 512, 14, 27, "native_cl"),  # B=1 inference: building the matrices would dominate
         (16, 128, 56, 31, "fft"),  # stage 1
-        (16, 64, 14, 13, "native_cl"),  # kernel smaller than twice the plane: no Toeplitz
+        (16, 64, 14, 13, NCHW_KERNEL),  # kernel smaller than twice the plane: no Toeplitz
     ],
 )
 def test_auto_rule_on_replknet_stage_shapes(batch, channels, size, kernel_size, expected, monkeypatch) -> None:
@@ -189,6 +192,41 @@ def test_auto_rule_on_replknet_stage_shapes(batch, channels, size, kernel_size, 
     channels_last = x.contiguous(memory_format=torch.channels_last)
     if expected == "toeplitz":  # channels_last input keeps oneDNN's kernel
         assert ops_cpu.cpu_auto_rule(channels_last, torch.empty(channels, 1, kernel_size, kernel_size)) == "native_cl"
+
+
+@pytest.mark.parametrize(
+    "batch,channels,size,kernel_size,grad,expected",
+    [
+        (8, 128, 56, 31, False, "fft"),  # stage 1: the FFT still beats oneDNN's bf16 forward
+        (8, 256, 28, 29, False, "native_cl"),  # stage 2 inference: oneDNN bf16 ahead of the float32 FFT
+        (8, 256, 28, 29, True, "fft"),  # stage 2 training: level, the FFT kept
+        (32, 512, 14, 27, False, "native_cl"),  # stage 3 inference: the bf16 forward beats the matrices
+        (8, 512, 14, 27, True, "hybrid"),  # stage 3 training at B=8: bf16 oneDNN passes, FFT grad_weight
+        (32, 512, 14, 27, True, "toeplitz"),  # at B=32 the bf16 GEMMs pay for their matrices
+        (32, 1024, 7, 13, True, "hybrid"),  # 7x7: NCHW forward and Toeplitz grad_weight, no forward matrices
+        (8, 512, 14, 5, True, "hybrid"),  # the 5x5 re-param branch: swapped-role grad_weight
+        (8, 512, 14, 3, True, "native_nchw"),  # 3x3: aten's own
+    ],
+)
+def test_auto_rule_in_bfloat16_on_bf16_hardware(batch, channels, size, kernel_size, grad, expected, monkeypatch):
+    from replknet.ops import precision
+
+    monkeypatch.setattr(precision, "bf16_hardware", lambda: True)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    x = torch.empty(batch, channels, size, size, dtype=torch.bfloat16, requires_grad=grad)
+    weight = torch.empty(channels, 1, kernel_size, kernel_size, dtype=torch.bfloat16)
+    assert ops_cpu.cpu_auto_rule(x, weight) == expected
+    monkeypatch.setattr(precision, "bf16_hardware", lambda: False)  # bf16 computed in float32: the float32 rule
+    assert ops_cpu.cpu_auto_rule(x, weight) == ops_cpu.cpu_auto_rule(x.detach().float().requires_grad_(grad), weight)
+
+
+@pytest.mark.parametrize(
+    "kernel_size,size,batch,expected",
+    [(5, 56, 8, "swapped"), (7, 14, 8, "swapped"), (13, 7, 8, "toeplitz"), (27, 14, 8, "fft"), (27, 14, 32, "toeplitz")]
+    + [(31, 56, 32, "fft"), (13, 28, 8, "fft")],
+)
+def test_hybrid_grad_weight_rule(kernel_size: int, size: int, batch: int, expected: str) -> None:
+    assert ops_cpu._grad_weight_method(kernel_size, size * size, batch) == expected
 
 
 def test_toeplitz_needs_a_larger_batch_with_more_threads(monkeypatch) -> None:
@@ -260,7 +298,7 @@ def test_swapped_grad_weight_matches_float64(shape: tuple[int, int, int, int], k
 @pytest.mark.parametrize("method", ["toeplitz", "swapped", "fft"])
 def test_hybrid_grad_weight_methods(method: str, monkeypatch) -> None:
     # every weight-gradient method the hybrid can pick, forced on one shape: gradcheck in float64, bf16 tolerance
-    monkeypatch.setattr(ops_cpu, "_grad_weight_method", lambda kernel_size, pixels, dtype: method)
+    monkeypatch.setattr(ops_cpu, "_grad_weight_method", lambda kernel_size, pixels, batch: method)
     generator = torch.Generator().manual_seed(5)
     x = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=generator, requires_grad=True)
     weight = torch.randn(3, 1, 7, 7, dtype=torch.float64, generator=generator, requires_grad=True)

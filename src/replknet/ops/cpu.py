@@ -9,12 +9,14 @@ Implementations (all stride 1, same padding, odd ``K``; output in the input's me
 - ``fft``: chunked real FFTs for the forward and both gradients (``replknet.ops.fft``).
 - ``toeplitz``: on small planes, each channel's convolution as an ``(H W) x (H W)`` matrix: forward, grad_input
   and grad_weight are batched GEMMs (``replknet.ops.toeplitz``); pays once the batch amortises the matrices.
-- ``hybrid``: channels_last oneDNN forward; grad_input as a channels_last forward convolution with the
-  180-degree-rotated kernel; grad_weight by chunked FFT, or on planes of at most 64 pixels by the Toeplitz
-  GEMM of ``replknet.ops.toeplitz`` (aten's grad_weight for large ``K`` is the slow part).
+- ``hybrid``: oneDNN forward (NCHW where its NCHW kernel covers ``K``, else channels_last); grad_input as the
+  same forward with the 180-degree-rotated kernel; grad_weight (aten's is a GEMM path at a few GFLOP/s for every
+  ``K`` > 3) by the Toeplitz GEMM on planes of at most 64 pixels, by a swapped-role oneDNN convolution (the
+  output gradient as the kernel) or by chunked FFT, whichever measured fastest (``_grad_weight_method``).
 
-Half-precision inputs (bf16, fp16) are computed in float32 and the result cast back: this CPU has no native
-low-precision depthwise path that is both fast and accurate (docs/ops.md has the measurements).
+Precision (``replknet.ops.precision``): on CPUs with bf16 instructions (AVX512-BF16, AMX) bf16 inputs go through
+oneDNN and the GEMMs in bf16 (float32 accumulation, one rounding); FFTs, and everything on CPUs without them,
+compute in float32 and round once. fp16 is computed in float32.
 """
 
 from __future__ import annotations
@@ -80,12 +82,18 @@ def native_cl_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         return _native(x, weight, bias, torch.channels_last)
 
 
-def _cl_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """channels_last oneDNN forward in ``matrix_dtype`` (bf16 on bf16 hardware), no autograd; channels_last out."""
+def _onednn_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN forward in ``matrix_dtype`` (bf16 on bf16 hardware), no autograd.
+
+    NCHW input stays NCHW where oneDNN's NCHW kernel (``jit_dw``) covers the kernel size; anything else runs
+    channels_last (``brdgmm_dw``, every K). The result is in the layout it was computed in.
+    """
     dtype = matrix_dtype(x.dtype)
-    x = x.to(dtype=dtype, memory_format=torch.channels_last)
+    kernel_size = weight.shape[-1]
+    nchw = _memory_format(x) == torch.contiguous_format and kernel_size <= _NCHW_FORWARD_MAX_KERNEL
+    x = x.to(dtype=dtype, memory_format=torch.contiguous_format if nchw else torch.channels_last)
     bias = None if bias is None else bias.to(dtype)
-    return F.conv2d(x, weight.to(dtype), bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+    return F.conv2d(x, weight.to(dtype), bias, padding=kernel_size // 2, groups=x.shape[1])
 
 
 def _bias_grad(grad_output: torch.Tensor, bias_dtype: torch.dtype) -> torch.Tensor:
@@ -116,15 +124,27 @@ class _FFTDepthwiseConv(torch.autograd.Function):
 
 def _rotated_kernel_grad_input(grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     # grad_input(x) = forward(grad_output) with the kernel rotated by 180 degrees
-    return _cl_forward(grad_output, weight.flip(-2, -1), None)
+    return _onednn_forward(grad_output, weight.flip(-2, -1), None)
 
 
-def _grad_weight_method(kernel_size: int, pixels: int, dtype: torch.dtype) -> str:
-    """How the hybrid computes grad_weight: ``toeplitz`` (tiny planes), ``swapped`` (small kernels) or ``fft``."""
+# NOTE: the hybrid's weight-gradient method, from benchmarks/dwconv.py --calibrate-grad-weight (one thread, fp32
+# and bf16 alike, B = 8 and 32; docs/ops.md): the swapped-role convolution for small kernels (2-6x faster than
+# the FFT at K <= 7 on planes up to 14x14, level at 56x56, K = 5), the Toeplitz table on tiny planes and, where the
+# kernel covers the plane, once the batch outweighs the table's fixed cost (14x14 under 27x27: level with the FFT
+# at B = 8, 1.8x faster at B = 32), the FFT otherwise.
+_SWAPPED_MAX_KERNEL = 5
+_TOEPLITZ_GRAD_WEIGHT_MIN_BATCH = 16
+
+
+def _grad_weight_method(kernel_size: int, pixels: int, batch: int) -> str:
+    """How the hybrid computes grad_weight: ``swapped``, ``toeplitz`` or ``fft`` (measured crossovers)."""
+    if kernel_size <= _SWAPPED_MAX_KERNEL or (kernel_size <= 7 and pixels <= _TOEPLITZ_MAX_PLANE):
+        return "swapped"
     if pixels <= _TOEPLITZ_MAX_PIXELS:
         return "toeplitz"
-    if kernel_size <= 7:
-        return "swapped"
+    kernel_covers_plane = 2 * pixels <= kernel_size * kernel_size
+    if pixels <= _TOEPLITZ_MAX_PLANE and kernel_covers_plane and batch >= _TOEPLITZ_GRAD_WEIGHT_MIN_BATCH:
+        return "toeplitz"
     return "fft"
 
 
@@ -149,7 +169,7 @@ def swapped_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, kernel_size:
 
 def _hybrid_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     kernel_size = weight.shape[-1]
-    method = _grad_weight_method(kernel_size, x.shape[-2] * x.shape[-1], x.dtype)
+    method = _grad_weight_method(kernel_size, x.shape[-2] * x.shape[-1], x.shape[0])
     if method == "toeplitz":
         return toeplitz_grad_weight(x, grad_output, kernel_size)
     if method == "swapped":
@@ -170,7 +190,7 @@ class _Passes:
     grad_weight: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, grad_output, w) -> grad_w
 
 
-_HYBRID = _Passes(_cl_forward, _rotated_kernel_grad_input, _hybrid_grad_weight)
+_HYBRID = _Passes(_onednn_forward, _rotated_kernel_grad_input, _hybrid_grad_weight)
 _TOEPLITZ = _Passes(toeplitz_forward, toeplitz_grad_input, _toeplitz_grad_weight)
 
 
@@ -207,7 +227,7 @@ def fft_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 def hybrid_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """channels_last oneDNN forward and grad_input, FFT grad_weight."""
+    """oneDNN forward and grad_input (rotated kernel), grad_weight by Toeplitz, swapped-role conv or FFT."""
     x, weight, bias = _autocast_inputs(x, weight, bias)
     with torch.autocast(x.device.type, enabled=False):
         return _SeparatePassesConv.apply(x, weight, bias, _HYBRID)
@@ -227,13 +247,12 @@ register_impl("hybrid", hybrid_dwconv2d)
 register_impl("toeplitz", toeplitz_dwconv2d)
 
 
-# NOTE: on this AVX2 machine oneDNN's dedicated NCHW depthwise forward kernel (jit_dw) covers K <= 9 and its
-# dedicated grad_weight kernel K <= 13; beyond those both fall back to a GEMM path at a few GFLOP/s, which is
-# why the native paths are only chosen for small kernels. The thresholds are the crossovers measured by
-# benchmarks/dwconv.py --calibrate (table in docs/ops.md); batch size, channel count and dtype (low precision is
-# computed in float32) did not move them within the measured range, so the rule does not key on them.
-_NCHW_FORWARD_MAX_KERNEL = 9
-_NATIVE_TRAIN_MAX_KERNEL = 7
+# NOTE: oneDNN's dedicated NCHW depthwise forward kernel (jit_dw) covers K <= 13 with AVX-512 (fp32 and bf16,
+# ONEDNN_VERBOSE on the AVX512-BF16 machine: K = 15 runs its GEMM path) and K <= 9 with AVX2 (measured on the
+# earlier AVX2 machine); beyond that, and for grad_weight at every K > 3 (on AVX-512 already at K = 9), oneDNN
+# falls back to a GEMM path at a few GFLOP/s, which is why the native paths are only chosen for small kernels.
+# The thresholds are the crossovers measured by benchmarks/dwconv.py --calibrate (tables in docs/ops.md).
+_NCHW_FORWARD_MAX_KERNEL = 13 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 9
 
 # NOTE: with AVX-512 oneDNN's NCHW jit_dw kernel covers the forward up to K = 13 (ONEDNN_VERBOSE), and the routes
 # below were re-measured at UniRepLKNet's stage shapes (benchmarks/dwconv_unireplknet.py, docs/ops.md): up to
@@ -246,8 +265,14 @@ _AVX512_CL_MAX_KERNEL = 11  # channels_last input: brdgmm / aten's backward up t
 _AVX512_CL_NATIVE_TRAIN_MAX_KERNEL = 5
 
 
-def _fft_forward_wins(kernel_size: int, pixels: int) -> bool:
-    """The chunked FFT forward beats oneDNN's channels_last forward (large kernels on large planes)."""
+def _fft_wins(kernel_size: int, pixels: int, needs_grad: bool, bf16: bool) -> bool:
+    """The chunked FFT beats oneDNN (large kernels on large planes).
+
+    In bf16 (on bf16 hardware) oneDNN's forward runs bf16 and the FFT cannot, so for inference the FFT keeps only
+    the largest planes (28x28 under 29x29: oneDNN bf16 60 ms, FFT 97 ms; 56x56 under 31x31: 173 vs 89 ms; B = 8).
+    """
+    if bf16 and not needs_grad:
+        return kernel_size >= 17 and pixels >= 56 * 56
     return (kernel_size >= 17 and pixels >= 28 * 28) or (kernel_size >= 13 and pixels >= 56 * 56)
 
 
@@ -260,16 +285,27 @@ def _fft_forward_wins(kernel_size: int, pixels: int) -> bool:
 # direct method's work) and only for NCHW input (on channels_last input its layout copies cost more than
 # oneDNN's channels_last kernel, which needs none). More threads than two were not measured; they keep the
 # two-thread thresholds.
+# In bf16 on bf16 hardware oneDNN's forward runs at bf16 speed while the matrix build stays memory-bound: on
+# 14x14 under 27x27 (one thread) the hybrid wins forward + backward at B = 8 (97 vs 127 ms) and the Toeplitz path
+# at B = 32 (210 vs 359 ms); oneDNN's bf16 forward alone beats it up to B = 32 (11 vs 30 ms at B = 8, level at 32),
+# and on 7x7 planes the hybrid (NCHW forward, Toeplitz grad_weight) does the same work without the matrices. So
+# bf16 uses it for training on 14x14-class planes only; its two-thread batch is the one-thread one scaled as in
+# float32 (x1.5, not measured in bf16).
 _TOEPLITZ_MAX_PLANE = 196
 _TOEPLITZ_TINY_PLANE = 64
 # (min batch for planes above 64 pixels, min batch for planes of at most 64 pixels), by thread count
 _TOEPLITZ_MIN_BATCH = {1: (8, 12), 2: (12, 20)}
+_TOEPLITZ_MIN_BATCH_BF16 = {1: 16, 2: 24}  # training, planes above 64 pixels
 
 
-def _toeplitz_wins(kernel_size: int, pixels: int, batch: int) -> bool:
-    small_plane, tiny_plane = _TOEPLITZ_MIN_BATCH[min(torch.get_num_threads(), 2)]
-    min_batch = tiny_plane if pixels <= _TOEPLITZ_TINY_PLANE else small_plane
-    return batch >= min_batch and pixels <= min(_TOEPLITZ_MAX_PLANE, kernel_size * kernel_size // 2)
+def _toeplitz_wins(kernel_size: int, pixels: int, batch: int, needs_grad: bool, bf16: bool) -> bool:
+    if pixels > min(_TOEPLITZ_MAX_PLANE, kernel_size * kernel_size // 2):
+        return False
+    threads = min(torch.get_num_threads(), 2)
+    if bf16:
+        return needs_grad and pixels > _TOEPLITZ_TINY_PLANE and batch >= _TOEPLITZ_MIN_BATCH_BF16[threads]
+    small_plane, tiny_plane = _TOEPLITZ_MIN_BATCH[threads]
+    return batch >= (tiny_plane if pixels <= _TOEPLITZ_TINY_PLANE else small_plane)
 
 
 def _avx512_jit_dw_choice(kernel_size: int, pixels: int, needs_grad: bool, nchw_input: bool) -> str | None:
@@ -278,7 +314,7 @@ def _avx512_jit_dw_choice(kernel_size: int, pixels: int, needs_grad: bool, nchw_
         return "native_nchw" if nchw_input or kernel_size > _AVX512_CL_MAX_KERNEL else "native_cl"
     if kernel_size <= 3:
         return "native_nchw" if nchw_input else "native_cl"
-    if _fft_forward_wins(kernel_size, pixels):
+    if _fft_wins(kernel_size, pixels, True, False):
         return None  # K = 13 on 56x56 planes: the FFT, level with hybrid_nchw
     if nchw_input or kernel_size > _AVX512_CL_MAX_KERNEL:
         return "hybrid_nchw"
@@ -288,25 +324,28 @@ def _avx512_jit_dw_choice(kernel_size: int, pixels: int, needs_grad: bool, nchw_
 def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
     """The implementation ``impl="auto"`` uses on CPU (measured crossovers, docs/ops.md).
 
-    Keys: kernel size, pixels per plane, batch size, intra-op threads, the input's memory format and whether a
-    gradient will be needed.
+    Keys: kernel size, pixels per plane, batch size, intra-op threads, the input's memory format, whether a
+    gradient will be needed, and whether the passes run in bf16 (bf16 tensors on bf16 hardware).
     """
     kernel_size = weight.shape[-1]
     pixels = x.shape[-2] * x.shape[-1]
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     nchw_input = _memory_format(x) == torch.contiguous_format
+    bf16 = matrix_dtype(x.dtype) == torch.bfloat16
     if _AVX512 and kernel_size <= _AVX512_JIT_DW_MAX_KERNEL and x.dtype != torch.bfloat16:  # measured in fp32
         choice = _avx512_jit_dw_choice(kernel_size, pixels, needs_grad, nchw_input)
         if choice is not None:
             return choice
-    if _fft_forward_wins(kernel_size, pixels):
+    if _fft_wins(kernel_size, pixels, needs_grad, bf16):
         return "fft"
-    if nchw_input and _toeplitz_wins(kernel_size, pixels, x.shape[0]):
+    if nchw_input and _toeplitz_wins(kernel_size, pixels, x.shape[0], needs_grad, bf16):
         return "toeplitz"
     if needs_grad:
+        # NOTE: aten's grad_weight is oneDNN's GEMM path for every K > 3; the hybrid replaces it from K = 5 on (the
+        # 5x5 re-param branches: 1.4-2.5x faster forward + backward than the better native layout, bf16 and fp32)
         if kernel_size <= 3:
             return "native_nchw" if nchw_input else "native_cl"
-        return "native_cl" if kernel_size <= _NATIVE_TRAIN_MAX_KERNEL else "hybrid"
+        return "hybrid"
     if kernel_size <= _NCHW_FORWARD_MAX_KERNEL and nchw_input:
         return "native_nchw"
     return "native_cl"
