@@ -102,13 +102,13 @@ class Runner:
         self.impl = DEPTHWISE_IMPL.get(config.removesuffix("_cl"))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9) if task == "train" else None
 
-    def step(self, dtype: str) -> float:
-        """Seconds for one step."""
+    def step(self, dtype: str) -> tuple[float, float]:
+        """Wall-clock and process CPU seconds for one step."""
         from replknet.ops import impl_override
 
         override = impl_override(self.impl) if self.impl is not None else contextlib.nullcontext()
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         if self.task == "infer":
             with torch.no_grad(), override, autocast:
                 self.model(self.x)
@@ -118,7 +118,7 @@ class Runner:
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def main() -> None:
@@ -148,31 +148,47 @@ def main() -> None:
     for batch in args.batch_sizes:
         runners = [Runner(config, args.task, batch) for config in args.configs]
         times = {(r.config, dtype): [] for r in runners for dtype in args.dtypes}
+        cpu_times = {key: [] for key in times}
         for dtype in args.dtypes:
             for runner in runners:  # warm-up: oneDNN primitives, FFT plans, optimizer state
                 runner.step(dtype)
         for round_index in range(args.rounds):
             for dtype in args.dtypes:
                 for runner in runners:
-                    seconds = runner.step(dtype)
+                    seconds, cpu_seconds = runner.step(dtype)
                     times[(runner.config, dtype)].append(seconds)
-                    print(f"  B={batch} round {round_index + 1} {dtype} {runner.config}: {seconds:.3f} s", flush=True)
+                    cpu_times[(runner.config, dtype)].append(cpu_seconds)
+                    print(
+                        f"  B={batch} round {round_index + 1} {dtype} {runner.config}: {seconds:.3f} s "
+                        f"(CPU {cpu_seconds:.3f} s)",
+                        flush=True,
+                    )
         speed = {key: batch / statistics.median(values) for key, values in times.items()}
-        print(f"\n{args.task}, B={batch}: images/s (median of {args.rounds}; per-round values)")
+        cpu_speed = {key: batch / statistics.median(values) for key, values in cpu_times.items()}
+        print(
+            f"\n{args.task}, B={batch}: images/s (median of {args.rounds}; per-round values) and images per CPU-second "
+            "(process CPU time: the steadier figure on a shared machine with one thread; with more it counts waits)"
+        )
         for dtype in args.dtypes:
             for config in args.configs:
                 rounds = " ".join(f"{batch / t:.2f}" for t in times[(config, dtype)])
                 line = f"  {dtype:<5} {config:<12} {speed[(config, dtype)]:8.3f}   ({rounds})"
+                line += f"   per CPU-s {cpu_speed[(config, dtype)]:7.3f}"
                 if dtype == "bf16" and (config, "fp32") in speed:
                     line += f"   bf16/fp32 x{speed[(config, dtype)] / speed[(config, 'fp32')]:.2f}"
+                    line += f" (CPU x{cpu_speed[(config, dtype)] / cpu_speed[(config, 'fp32')]:.2f})"
                 print(line)
         peers = [c for c in args.configs if c.removesuffix("_cl") in PEER_MODELS]
-        print(f"\n{args.task}, B={batch}: RepLKNet-31B configurations against each peer (images/s ratio)")
+        print(f"\n{args.task}, B={batch}: RepLKNet-31B configurations against each peer (images/s ratio; per CPU-s)")
         for dtype in args.dtypes:
             for config in args.configs:
                 if config in peers:
                     continue
-                ratios = ", ".join(f"x{speed[(config, dtype)] / speed[(p, dtype)]:.2f} {p}" for p in peers)
+                ratios = ", ".join(
+                    f"x{speed[(config, dtype)] / speed[(p, dtype)]:.2f} "
+                    f"({cpu_speed[(config, dtype)] / cpu_speed[(p, dtype)]:.2f}) {p}"
+                    for p in peers
+                )
                 print(f"  {dtype:<5} {config:<12} {ratios}")
         print(flush=True)
         del runners

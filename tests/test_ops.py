@@ -222,8 +222,9 @@ def test_auto_rule_in_bfloat16_on_bf16_hardware(batch, channels, size, kernel_si
 
 @pytest.mark.parametrize(
     "kernel_size,size,batch,expected",
-    [(5, 56, 8, "swapped"), (7, 14, 8, "swapped"), (13, 7, 8, "toeplitz"), (27, 14, 8, "fft"), (27, 14, 32, "toeplitz")]
-    + [(31, 56, 32, "fft"), (13, 28, 8, "fft")],
+    [(5, 56, 8, "swapped"), (13, 56, 8, "fft"), (31, 56, 32, "fft"), (27, 28, 8, "swapped"), (31, 28, 8, "fft")]
+    + [(27, 14, 8, "swapped"), (27, 14, 32, "toeplitz"), (13, 14, 32, "swapped")]  # 13x13 does not cover 14x14
+    + [(7, 7, 32, "swapped"), (13, 7, 8, "toeplitz")],
 )
 def test_hybrid_grad_weight_rule(kernel_size: int, size: int, batch: int, expected: str) -> None:
     assert ops_cpu._grad_weight_method(kernel_size, size * size, batch) == expected
@@ -284,7 +285,10 @@ def test_bad_input_is_named() -> None:
     "shape,kernel_size",
     [((2, 3, 14, 14), 5), ((1, 2, 7, 9), 13), ((3, 2, 6, 5), 3), ((2, 4, 4, 4), 27), ((1, 1, 1, 1), 7)],
 )
-def test_swapped_grad_weight_matches_float64(shape: tuple[int, int, int, int], kernel_size: int) -> None:
+@pytest.mark.parametrize("chunk_bytes", [None, 1])  # None: the default chunks; 1: one sample per oneDNN call
+def test_swapped_grad_weight_matches_float64(shape, kernel_size: int, chunk_bytes: int | None, monkeypatch) -> None:
+    if chunk_bytes is not None:
+        monkeypatch.setattr(ops_cpu, "_SWAPPED_CHUNK_BYTES", chunk_bytes)
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(*shape, dtype=torch.float64, generator=generator)
     grad_output = torch.randn(*shape, dtype=torch.float64, generator=generator)
@@ -346,3 +350,55 @@ def test_bfloat16_matrix_passes_with_and_without_bf16_hardware(impl: str, bf16_h
     for name, g, e in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, expected, strict=True):
         assert g.dtype == torch.bfloat16, name
         assert relative_error(g, e) < LOW_PRECISION_TOLERANCE[torch.bfloat16], f"{impl} {name}"
+
+
+@pytest.mark.parametrize("stride,kernel_size,size", [(2, 3, (9, 8)), (2, 3, (8, 8)), (2, 5, (11, 7)), (3, 3, (10, 10))])
+def test_strided_depthwise_backward_gradcheck(stride: int, kernel_size: int, size: tuple[int, int]) -> None:
+    # the zero-insertion grad_input and aten's grad_weight, in float64, on odd and even sides
+    generator = torch.Generator().manual_seed(17)
+    x = torch.randn(2, 3, *size, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(3, 1, kernel_size, kernel_size, dtype=torch.float64, generator=generator, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, generator=generator, requires_grad=True)
+    padding = kernel_size // 2
+
+    def conv(a, b, c):
+        return ops_cpu._StridedDepthwiseConv.apply(a, b, c, stride, padding)
+
+    expected = F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=3)
+    assert relative_error(conv(x, weight, bias), expected) < 1e-12
+    assert torch.autograd.gradcheck(conv, (x, weight, bias), fast_mode=True)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_depthwise_bfloat16_on_bf16_hardware(channels_last: bool, monkeypatch) -> None:
+    from replknet.ops import precision
+
+    monkeypatch.setattr(precision, "bf16_hardware", lambda: True)  # the zero-insertion path on any CPU
+    generator = torch.Generator().manual_seed(19)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    module = ops.StridedDepthwiseConv2d(6, 3, stride=2, padding=1, bias=True)
+    assert {k: v.shape for k, v in module.state_dict().items()} == {
+        k: v.shape for k, v in nn.Conv2d(6, 6, 3, 2, 1, groups=6).state_dict().items()
+    }
+    x = torch.randn(2, 6, 13, 12, generator=generator).to(memory_format=memory_format).requires_grad_()
+    grad_output = torch.randn(2, 6, 7, 6, generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = module(x)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=memory_format)
+    assert y.grad_fn.name() == "_StridedDepthwiseConvBackward"
+    y.backward(grad_output.bfloat16())
+    assert x.grad.is_contiguous(memory_format=memory_format)
+    x64 = x.detach().bfloat16().double().requires_grad_()
+    w64 = module.weight.detach().bfloat16().double().requires_grad_()
+    b64 = module.bias.detach().bfloat16().double().requires_grad_()
+    expected = F.conv2d(x64, w64, b64, stride=2, padding=1, groups=6)
+    expected.backward(grad_output.bfloat16().double())
+    for name, got, ref in (
+        ("output", y, expected),
+        ("grad_input", x.grad, x64.grad),
+        ("grad_weight", module.weight.grad, w64.grad),
+        ("grad_bias", module.bias.grad, b64.grad),
+    ):
+        assert relative_error(got, ref) < LOW_PRECISION_TOLERANCE[torch.bfloat16], name
+    with ops.impl_override("reference"), torch.autocast("cpu", dtype=torch.bfloat16):  # plain nn.Conv2d there
+        assert module(x).grad_fn.name() == nn.Conv2d.forward(module, x).grad_fn.name()

@@ -7,15 +7,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from replknet.ops import DepthwiseConv2d
+from replknet.ops import DepthwiseConv2d, StridedDepthwiseConv2d
 from replknet.reparam import Reparameterizable, fuse_conv_bn, pad_kernel_to
 
 
 class ConvBN(nn.Module, Reparameterizable):
     """``conv`` (no bias) -> ``bn`` -> optional ``nonlinear``; state-dict keys ``conv.weight`` and ``bn.*``.
 
-    Stride-1 depthwise convolutions go through ``DepthwiseConv2d`` (the fast-op seam); everything else is
-    ``nn.Conv2d``. ``reparameterize(deep=True)`` folds the BN into the conv (``conv.bias`` appears).
+    Stride-1 depthwise convolutions go through ``DepthwiseConv2d`` (the fast-op seam), strided ones through
+    ``StridedDepthwiseConv2d``; everything else is ``nn.Conv2d``. ``reparameterize(deep=True)`` folds the BN into the conv (``conv.bias`` appears).
     """
 
     def __init__(
@@ -33,6 +33,10 @@ class ConvBN(nn.Module, Reparameterizable):
         depthwise = groups == in_channels == out_channels and in_channels > 1
         if depthwise and stride == 1 and padding == kernel_size // 2 and kernel_size % 2 == 1:
             self.conv: nn.Conv2d = DepthwiseConv2d(out_channels, kernel_size, bias=False)
+        elif depthwise and stride > 1:
+            # NOTE: the official code's nn.Conv2d (same state dict); this subclass only replaces oneDNN's slow bf16
+            # backward-data on the CPU (replknet.ops.strided_dwconv2d)
+            self.conv = StridedDepthwiseConv2d(out_channels, kernel_size, stride, padding, bias=False)
         else:
             self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(out_channels)
@@ -58,6 +62,10 @@ class ConvBN(nn.Module, Reparameterizable):
         old = self.conv
         if isinstance(old, DepthwiseConv2d):
             conv: nn.Conv2d = DepthwiseConv2d(old.out_channels, old.kernel_size[0], bias=True, impl=old.impl)
+        elif isinstance(old, StridedDepthwiseConv2d):
+            conv = StridedDepthwiseConv2d(
+                old.out_channels, old.kernel_size[0], old.stride[0], old.padding[0], bias=True
+            )
         else:
             conv = nn.Conv2d(
                 old.in_channels,

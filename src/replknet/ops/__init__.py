@@ -3,7 +3,7 @@
 from replknet.ops import cpu as _cpu  # noqa: F401  (registers the CPU impls)
 from replknet.ops import cpu_dilated as _cpu_dilated  # noqa: F401  (registers the dilated CPU impls)
 from replknet.ops.accelerate import AccelerateReport, accelerate
-from replknet.ops.conv import DepthwiseConv2d
+from replknet.ops.conv import DepthwiseConv2d, StridedDepthwiseConv2d
 from replknet.ops.dispatch import (
     available_impls,
     dilate_kernel,
@@ -19,6 +19,7 @@ from replknet.ops.dispatch import (
 __all__ = [
     "AccelerateReport",
     "DepthwiseConv2d",
+    "StridedDepthwiseConv2d",
     "accelerate",
     "available_impls",
     "dilate_kernel",

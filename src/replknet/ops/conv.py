@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from replknet.ops.dispatch import dwconv2d
+from replknet.ops.dispatch import dwconv2d, reference_forced
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -47,3 +47,22 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", impl={self.impl}"
+
+
+class StridedDepthwiseConv2d(nn.Conv2d):
+    """Depthwise ``K x K`` convolution with a stride (downsampling), computed by ``replknet.ops.strided_dwconv2d``.
+
+    The state dict of ``nn.Conv2d(C, C, K, stride, padding, groups=C)``. Its only difference from that module is
+    the CPU bf16 backward (``strided_dwconv2d``); under tracing, scripting, ``torch.compile`` and
+    ``impl_override("reference")`` it is plain ``nn.Conv2d``.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, stride: int, padding: int, bias: bool = False) -> None:
+        super().__init__(channels, channels, kernel_size, stride=stride, padding=padding, groups=channels, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H / stride, W / stride)
+        from replknet.ops.cpu import strided_dwconv2d
+
+        if reference_forced() or torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return super().forward(x)
+        return strided_dwconv2d(x, self.weight, self.bias, self.stride[0], self.padding[0])

@@ -127,44 +127,56 @@ def _rotated_kernel_grad_input(grad_output: torch.Tensor, weight: torch.Tensor) 
     return _onednn_forward(grad_output, weight.flip(-2, -1), None)
 
 
-# NOTE: the hybrid's weight-gradient method, from benchmarks/dwconv.py --calibrate-grad-weight (one thread, fp32
-# and bf16 alike, B = 8 and 32; docs/ops.md): the swapped-role convolution for small kernels (2-6x faster than
-# the FFT at K <= 7 on planes up to 14x14, level at 56x56, K = 5), the Toeplitz table on tiny planes and, where the
-# kernel covers the plane, once the batch outweighs the table's fixed cost (14x14 under 27x27: level with the FFT
-# at B = 8, 1.8x faster at B = 32), the FFT otherwise.
-_SWAPPED_MAX_KERNEL = 5
+# NOTE: the hybrid's weight-gradient method, from benchmarks/dwconv.py --calibrate-grad-weight --cpu-time (one
+# thread, bf16 and fp32 alike, B = 8 and 32; docs/ops.md). The swapped-role convolution wins wherever its
+# K^2 H W work per plane is small next to the FFT's per-plane cost: every kernel up to 14x14 planes (27x27 on
+# 14x14 at B = 8: 17 ms against 25 for the FFT), up to K = 27 on 28x28 (27 vs 35 ms), up to K = 7 on 56x56 (10 vs
+# 25 ms; level at K = 13, FFT 1.6x ahead at K = 27). The Toeplitz table wins on 7x7 planes from K = 13 (3 vs 7
+# ms) and, where the kernel covers the plane, from B = 16 (14x14 under 27x27 at B = 32: 32 ms against 72).
 _TOEPLITZ_GRAD_WEIGHT_MIN_BATCH = 16
+# (largest plane in pixels, largest K for which the swapped-role convolution beats the FFT on it)
+_SWAPPED_MAX_KERNEL = ((14 * 14, 1 << 30), (28 * 28, 27), (1 << 62, 7))
 
 
 def _grad_weight_method(kernel_size: int, pixels: int, batch: int) -> str:
     """How the hybrid computes grad_weight: ``swapped``, ``toeplitz`` or ``fft`` (measured crossovers)."""
-    if kernel_size <= _SWAPPED_MAX_KERNEL or (kernel_size <= 7 and pixels <= _TOEPLITZ_MAX_PLANE):
-        return "swapped"
     if pixels <= _TOEPLITZ_MAX_PIXELS:
-        return "toeplitz"
+        return "swapped" if kernel_size <= 7 else "toeplitz"
     kernel_covers_plane = 2 * pixels <= kernel_size * kernel_size
     if pixels <= _TOEPLITZ_MAX_PLANE and kernel_covers_plane and batch >= _TOEPLITZ_GRAD_WEIGHT_MIN_BATCH:
         return "toeplitz"
-    return "fft"
+    max_kernel = next(kernel for plane, kernel in _SWAPPED_MAX_KERNEL if pixels <= plane)
+    return "swapped" if kernel_size <= max_kernel else "fft"
+
+
+# NOTE: the swapped-role convolution goes over the batch in chunks whose zero-padded input planes are about this
+# size (bytes): all N C planes in one oneDNN call ran 2-3x slower at B = 32 than per-sample calls (out of cache).
+_SWAPPED_CHUNK_BYTES = 1 << 20
 
 
 def swapped_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """grad_weight as one depthwise convolution with the roles swapped: the output gradient is the kernel.
+    """grad_weight as a depthwise convolution with the roles swapped: the output gradient is the kernel.
 
     ``gw[c, a, b] = sum_n sum_(h, w) x_pad[n, c, h + a, w + b] gy[n, c, h, w]``: each of the ``N C`` planes of ``x``,
     zero-padded by ``K // 2``, correlated with its own ``H x W`` plane of ``gy`` (a "valid" correlation with a
     ``K x K`` result), then summed over the batch. oneDNN's channels_last depthwise forward runs it at every kernel
-    size, in ``matrix_dtype`` (bf16 on bf16 hardware); the batch sum is in float32 (float64 kept). Returns
-    ``(C, 1, K, K)`` in that accumulation dtype.
+    size, in ``matrix_dtype`` (bf16 on bf16 hardware), a few samples per call; the batch sum is in float32
+    (float64 kept). Returns ``(C, 1, K, K)`` in that accumulation dtype.
     """
     batch, channels, height, width = x.shape
-    dtype = matrix_dtype(x.dtype)
-    planes = x.to(dtype).reshape(1, batch * channels, height, width).contiguous(memory_format=torch.channels_last)
-    kernels = grad_output.to(dtype).reshape(batch * channels, 1, height, width)
-    # NOTE: an even plane side is an even "kernel" here; the explicit padding keeps the result K x K
-    out = F.conv2d(planes, kernels, padding=kernel_size // 2, groups=batch * channels)  # (1, N C, K, K)
-    out = out.reshape(batch, channels, kernel_size, kernel_size).sum(0, dtype=compute_dtype(x.dtype))
-    return out.unsqueeze(1)
+    dtype, accumulate = matrix_dtype(x.dtype), compute_dtype(x.dtype)
+    pad = kernel_size // 2
+    padded_bytes = channels * (height + 2 * pad) * (width + 2 * pad) * torch.finfo(dtype).bits // 8
+    step = max(1, _SWAPPED_CHUNK_BYTES // padded_bytes)
+    grad_weight = torch.zeros(channels, kernel_size, kernel_size, dtype=accumulate, device=x.device)
+    for start in range(0, batch, step):
+        n = min(step, batch - start)
+        planes = x[start : start + n].to(dtype).reshape(1, n * channels, height, width)
+        kernels = grad_output[start : start + n].to(dtype).reshape(n * channels, 1, height, width)
+        # NOTE: an even plane side is an even "kernel" here; the explicit padding keeps the result K x K
+        out = F.conv2d(planes.contiguous(memory_format=torch.channels_last), kernels, padding=pad, groups=n * channels)
+        grad_weight += out.reshape(n, channels, kernel_size, kernel_size).sum(0, dtype=accumulate)
+    return grad_weight.unsqueeze(1)
 
 
 def _hybrid_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -240,6 +252,72 @@ def toeplitz_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         return _SeparatePassesConv.apply(x, weight, bias, _TOEPLITZ)
 
 
+def _strided_grad_input(
+    grad_output: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, size: tuple[int, int]
+) -> torch.Tensor:
+    """grad_input of a strided depthwise convolution as a stride-1 oneDNN forward.
+
+    The output gradient, zero-inserted by ``stride`` into a zero-padded buffer, is correlated with the 180-degree
+    rotated kernel ("valid"), which yields exactly the ``size`` input positions. Same layout as ``grad_output``.
+    """
+    batch, channels, out_height, out_width = grad_output.shape
+    kernel_size = weight.shape[-1]
+    before = kernel_size - 1 - padding
+    height, width = size
+    layout = _memory_format(grad_output)
+    buffer = torch.zeros(
+        batch, channels, height + kernel_size - 1, width + kernel_size - 1, dtype=grad_output.dtype
+    ).contiguous(memory_format=layout)
+    rows = slice(before, before + (out_height - 1) * stride + 1, stride)
+    cols = slice(before, before + (out_width - 1) * stride + 1, stride)
+    buffer[:, :, rows, cols] = grad_output
+    return F.conv2d(buffer, weight.flip(-2, -1), groups=channels)
+
+
+class _StridedDepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int):
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=x.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_input = grad_weight = None
+        if need_input:
+            grad_input = _strided_grad_input(grad_output, weight, ctx.stride, ctx.padding, x.shape[-2:])
+            grad_input = grad_input.contiguous(memory_format=_memory_format(x))
+        if need_weight:
+            stride, padding = [ctx.stride] * 2, [ctx.padding] * 2
+            grad_weight = torch.ops.aten.convolution_backward(
+                grad_output, x, weight, None, stride, padding, [1, 1], False, [0, 0], x.shape[1], [False, True, False]
+            )[1]
+        grad_bias = _bias_grad(grad_output, ctx.bias_dtype) if need_bias else None
+        return grad_input, grad_weight, grad_bias, None, None
+
+
+def strided_dwconv2d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int
+) -> torch.Tensor:
+    """Depthwise convolution with a stride (the models' downsampling layers): ``F.conv2d(..., groups=C)``.
+
+    On the CPU in bf16 with bf16 hardware, the backward computes grad_input as a stride-1 oneDNN forward on the
+    zero-inserted output gradient: oneDNN's own bf16 strided depthwise backward-data is its generic grouped
+    ``brgconv_strided`` kernel (ONEDNN_VERBOSE), 4-27x slower than that (RepLKNet-31B's 3x3 stride-2 layers at
+    B = 8: 48-86 ms each against 2-23 ms), where float32 has a dedicated depthwise kernel. Everywhere else this is
+    plain ``F.conv2d``.
+    """
+    x, weight, bias = _autocast_inputs(x, weight, bias)
+    if x.device.type != "cpu" or matrix_dtype(x.dtype) != torch.bfloat16 or x.dtype != torch.bfloat16:
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=x.shape[1])
+    with torch.autocast(x.device.type, enabled=False):
+        return _StridedDepthwiseConv.apply(x, weight, bias, stride, padding)
+
+
 register_impl("native_nchw", native_nchw_dwconv2d)
 register_impl("native_cl", native_cl_dwconv2d)
 register_impl("fft", fft_dwconv2d)
@@ -269,7 +347,8 @@ def _fft_wins(kernel_size: int, pixels: int, needs_grad: bool, bf16: bool) -> bo
     """The chunked FFT beats oneDNN (large kernels on large planes).
 
     In bf16 (on bf16 hardware) oneDNN's forward runs bf16 and the FFT cannot, so for inference the FFT keeps only
-    the largest planes (28x28 under 29x29: oneDNN bf16 60 ms, FFT 97 ms; 56x56 under 31x31: 173 vs 89 ms; B = 8).
+    the largest planes (28x28 under 27x27 / 31x31: oneDNN bf16 60 / 66 ms, FFT 97 ms; 56x56 under 31x31: 173 vs
+    89 ms; B = 8, one thread).
     """
     if bf16 and not needs_grad:
         return kernel_size >= 17 and pixels >= 56 * 56

@@ -84,6 +84,11 @@ def impl_override(name: str | None) -> Iterator[None]:
         _override.name = previous
 
 
+def reference_forced() -> bool:
+    """``impl_override("reference")`` is in effect in this thread (the strided depthwise module follows it too)."""
+    return getattr(_override, "name", None) == "reference"
+
+
 def reference_dwconv2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, dilation: int = 1
 ) -> torch.Tensor:
