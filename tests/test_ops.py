@@ -169,29 +169,28 @@ def test_auto_rule_picks_registered_cpu_impls() -> None:
                 assert choice in ops.available_impls()
 
 
-NCHW_KERNEL = "native_nchw" if ops_cpu._NCHW_FORWARD_MAX_KERNEL >= 13 else "native_cl"  # jit_dw: K <= 13 on AVX-512
-
-
 @pytest.mark.parametrize(
     "batch,channels,size,kernel_size,expected",
     [
-        (16, 512, 14, 27, "toeplitz"),  # RepLKNet-31B stage 3 at B=16: the matrices pay
-        (16, 1024, 7, 13, "toeplitz"),  # stage 4
-        (8, 1024, 7, 13, NCHW_KERNEL),  # stage 4 at B=8: per-call overhead, oneDNN still ahead
-        (8, 512, 14, 27, "toeplitz"),  # stage 3 at B=8
+        (32, 512, 14, 27, "toeplitz"),  # RepLKNet-31B stage 3 at B=32: the matrices pay
+        (8, 512, 14, 27, "native_cl"),  # stage 3 at B=8: oneDNN's channels_last forward still ahead
         (1, 512, 14, 27, "native_cl"),  # B=1 inference: building the matrices would dominate
+        (32, 1024, 7, 13, "native_nchw"),  # stage 4: oneDNN's NCHW kernel covers K=13 (AVX-512)
+        (32, 1024, 7, 27, "toeplitz"),  # a kernel beyond it on a tiny plane
         (16, 128, 56, 31, "fft"),  # stage 1
-        (16, 64, 14, 13, NCHW_KERNEL),  # kernel smaller than twice the plane: no Toeplitz
+        (8, 256, 28, 29, "fft"),  # stage 2, NCHW float32: the FFT, level with oneDNN
+        (16, 64, 14, 13, "native_nchw"),  # kernel smaller than twice the plane: no Toeplitz
     ],
 )
 def test_auto_rule_on_replknet_stage_shapes(batch, channels, size, kernel_size, expected, monkeypatch) -> None:
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the thresholds measured with one thread
-    monkeypatch.setattr(ops_cpu, "_AVX512", False)  # measured with AVX2 (AVX-512: test_ops_dilated.py)
+    monkeypatch.setattr(ops_cpu, "_NCHW_FORWARD_MAX_KERNEL", 13)  # AVX-512's jit_dw limit, on any machine
     x = torch.empty(batch, channels, size, size)
-    assert ops_cpu.cpu_auto_rule(x, torch.empty(channels, 1, kernel_size, kernel_size)) == expected
+    weight = torch.empty(channels, 1, kernel_size, kernel_size)
+    assert ops_cpu.cpu_auto_rule(x, weight) == expected
     channels_last = x.contiguous(memory_format=torch.channels_last)
-    if expected == "toeplitz":  # channels_last input keeps oneDNN's kernel
-        assert ops_cpu.cpu_auto_rule(channels_last, torch.empty(channels, 1, kernel_size, kernel_size)) == "native_cl"
+    if expected == "toeplitz" or (expected == "fft" and size == 28):  # channels_last input keeps oneDNN's kernel
+        assert ops_cpu.cpu_auto_rule(channels_last, weight) == "native_cl"
 
 
 @pytest.mark.parametrize(
@@ -199,9 +198,9 @@ def test_auto_rule_on_replknet_stage_shapes(batch, channels, size, kernel_size, 
     [
         (8, 128, 56, 31, False, "fft"),  # stage 1: the FFT still beats oneDNN's bf16 forward
         (8, 256, 28, 29, False, "native_cl"),  # stage 2 inference: oneDNN bf16 ahead of the float32 FFT
-        (8, 256, 28, 29, True, "fft"),  # stage 2 training: level, the FFT kept
-        (32, 512, 14, 27, False, "native_cl"),  # stage 3 inference: the bf16 forward beats the matrices
-        (8, 512, 14, 27, True, "hybrid"),  # stage 3 training at B=8: bf16 oneDNN passes, FFT grad_weight
+        (8, 256, 28, 29, True, "hybrid"),  # stage 2 training: bf16 oneDNN passes, FFT grad_weight
+        (8, 512, 14, 27, False, "native_cl"),  # stage 3 inference at B=8: the bf16 forward beats the matrices
+        (8, 512, 14, 27, True, "hybrid"),  # stage 3 training at B=8: swapped-role grad_weight
         (32, 512, 14, 27, True, "toeplitz"),  # at B=32 the bf16 GEMMs pay for their matrices
         (32, 1024, 7, 13, True, "hybrid"),  # 7x7: NCHW forward and Toeplitz grad_weight, no forward matrices
         (8, 512, 14, 5, True, "hybrid"),  # the 5x5 re-param branch: swapped-role grad_weight
@@ -213,6 +212,7 @@ def test_auto_rule_in_bfloat16_on_bf16_hardware(batch, channels, size, kernel_si
 
     monkeypatch.setattr(precision, "bf16_hardware", lambda: True)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(ops_cpu, "_NCHW_FORWARD_MAX_KERNEL", 13)
     x = torch.empty(batch, channels, size, size, dtype=torch.bfloat16, requires_grad=grad)
     weight = torch.empty(channels, 1, kernel_size, kernel_size, dtype=torch.bfloat16)
     assert ops_cpu.cpu_auto_rule(x, weight) == expected
@@ -231,12 +231,12 @@ def test_hybrid_grad_weight_rule(kernel_size: int, size: int, batch: int, expect
 
 
 def test_toeplitz_needs_a_larger_batch_with_more_threads(monkeypatch) -> None:
-    x, weight = torch.empty(8, 512, 14, 14), torch.empty(512, 1, 27, 27)
+    weight = torch.empty(512, 1, 27, 27)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert ops_cpu.cpu_auto_rule(x, weight) == "toeplitz"
+    assert ops_cpu.cpu_auto_rule(torch.empty(24, 512, 14, 14), weight) == "toeplitz"
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert ops_cpu.cpu_auto_rule(x, weight) == "native_cl"
-    assert ops_cpu.cpu_auto_rule(torch.empty(64, 512, 14, 14), weight) == "toeplitz"
+    assert ops_cpu.cpu_auto_rule(torch.empty(24, 512, 14, 14), weight) == "native_cl"
+    assert ops_cpu.cpu_auto_rule(torch.empty(36, 512, 14, 14), weight) == "toeplitz"
 
 
 def test_toeplitz_refuses_planes_whose_matrices_would_not_fit() -> None:

@@ -1,10 +1,11 @@
-"""The one module every depthwise large-kernel convolution in the models goes through."""
+"""The modules the models' depthwise convolutions go through: stride 1 (large kernels) and strided."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from replknet.ops.cpu import strided_dwconv2d
 from replknet.ops.dispatch import dwconv2d, reference_forced
 
 
@@ -61,8 +62,6 @@ class StridedDepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, stride=stride, padding=padding, groups=channels, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H / stride, W / stride)
-        from replknet.ops.cpu import strided_dwconv2d
-
         if reference_forced() or torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return super().forward(x)
         return strided_dwconv2d(x, self.weight, self.bias, self.stride[0], self.padding[0])

@@ -85,12 +85,13 @@ def native_cl_dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 def _onednn_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """oneDNN forward in ``matrix_dtype`` (bf16 on bf16 hardware), no autograd.
 
-    NCHW input stays NCHW where oneDNN's NCHW kernel (``jit_dw``) covers the kernel size; anything else runs
-    channels_last (``brdgmm_dw``, every K). The result is in the layout it was computed in.
+    NCHW where oneDNN's NCHW kernel (``jit_dw``) covers the kernel size (for channels_last input only above
+    K = 11, where ``brdgmm_dw`` slows down); anything else runs channels_last (``brdgmm_dw``, every K). The result
+    is in the layout it was computed in.
     """
     dtype = matrix_dtype(x.dtype)
     kernel_size = weight.shape[-1]
-    nchw = _memory_format(x) == torch.contiguous_format and kernel_size <= _NCHW_FORWARD_MAX_KERNEL
+    nchw = _nchw_forward(kernel_size, _memory_format(x) == torch.contiguous_format)
     x = x.to(dtype=dtype, memory_format=torch.contiguous_format if nchw else torch.channels_last)
     bias = None if bias is None else bias.to(dtype)
     return F.conv2d(x, weight.to(dtype), bias, padding=kernel_size // 2, groups=x.shape[1])
@@ -330,74 +331,52 @@ register_impl("toeplitz", toeplitz_dwconv2d)
 # earlier AVX2 machine); beyond that, and for grad_weight at every K > 3 (on AVX-512 already at K = 9), oneDNN
 # falls back to a GEMM path at a few GFLOP/s, which is why the native paths are only chosen for small kernels.
 # The thresholds are the crossovers measured by benchmarks/dwconv.py --calibrate (tables in docs/ops.md).
-_NCHW_FORWARD_MAX_KERNEL = 13 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 9
-
-# NOTE: with AVX-512 oneDNN's NCHW jit_dw kernel covers the forward up to K = 13 (ONEDNN_VERBOSE), and the routes
-# below were re-measured at UniRepLKNet's stage shapes (benchmarks/dwconv_unireplknet.py, docs/ops.md): up to
-# K = 13 jit_dw beats the FFT, the Toeplitz GEMMs and channels_last brdgmm (whose K = 13 is slower than its
-# K = 11) in the forward, and for training "hybrid_nchw" (jit_dw forward and rotated-kernel grad_input, the
-# library's grad_weight; ``replknet.ops.cpu_dilated``) beats the other paths from K = 5 on NCHW input.
 _AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-_AVX512_JIT_DW_MAX_KERNEL = 13
-_AVX512_CL_MAX_KERNEL = 11  # channels_last input: brdgmm / aten's backward up to here
-_AVX512_CL_NATIVE_TRAIN_MAX_KERNEL = 5
+_NCHW_FORWARD_MAX_KERNEL = 13 if _AVX512 else 9
+
+# NOTE: oneDNN's channels_last depthwise forward (brdgmm) is slower at K = 13 than at K = 11 on AVX-512, and
+# channels_last input with K = 12..13 ran faster through jit_dw with its layout copies (1.1-1.8x forward, 2x in
+# the hybrid; benchmarks/dwconv_unireplknet.py, docs/ops.md "UniRepLKNet's kernel sizes").
+_CL_BRDGMM_MAX_KERNEL = 11
 
 
-def _fft_wins(kernel_size: int, pixels: int, needs_grad: bool, bf16: bool) -> bool:
-    """The chunked FFT beats oneDNN (large kernels on large planes).
+def _nchw_forward(kernel_size: int, nchw_input: bool) -> bool:
+    """oneDNN's forward runs fastest in NCHW (jit_dw): NCHW input within its K, channels_last input above brdgmm's."""
+    return kernel_size <= _NCHW_FORWARD_MAX_KERNEL and (nchw_input or kernel_size > _CL_BRDGMM_MAX_KERNEL)
 
-    In bf16 (on bf16 hardware) oneDNN's forward runs bf16 and the FFT cannot, so for inference the FFT keeps only
-    the largest planes (28x28 under 27x27 / 31x31: oneDNN bf16 60 / 66 ms, FFT 97 ms; 56x56 under 31x31: 173 vs
-    89 ms; B = 8, one thread).
+
+def _fft_wins(kernel_size: int, pixels: int, nchw_input: bool, bf16: bool) -> bool:
+    """The chunked FFT beats oneDNN and the hybrid (large kernels on large planes; measured, docs/ops.md).
+
+    56x56 planes: from K = 13 where oneDNN's NCHW kernel stops (K = 13 on AVX-512 is level with it in training and
+    behind it in inference). 28x28 planes, K >= 17: only for float32 NCHW input (level with the hybrid, and with
+    oneDNN's forward); on channels_last input the FFT's layout copies put it behind (28x28 under 29x29, B = 8,
+    one thread: forward + backward 93 vs 84 ms, forward 34 vs 23 ms), and in bf16 oneDNN runs bf16 (79 vs 97 ms,
+    21 vs 32 ms).
     """
-    if bf16 and not needs_grad:
-        return kernel_size >= 17 and pixels >= 56 * 56
-    return (kernel_size >= 17 and pixels >= 28 * 28) or (kernel_size >= 13 and pixels >= 56 * 56)
+    if pixels >= 56 * 56:
+        return kernel_size >= 13 and kernel_size > _NCHW_FORWARD_MAX_KERNEL
+    return kernel_size >= 17 and pixels >= 28 * 28 and nchw_input and not bf16
 
 
-# NOTE: the Toeplitz matrices cost C (H W)^2 floats per call whatever the batch. Measured against oneDNN on
-# RepLKNet-31B's stages 3-4 (NCHW input), one thread: 14x14 under 27x27 breaks even at a batch of about 6 and is
-# 1.9x faster at B = 16 (forward and forward + backward); 7x7 under 13x13, with more per-call overhead for less
-# work per sample, breaks even at about 10; both are 3-4x slower at B = 1. Two threads: oneDNN scales better
-# than the memory-bound matrix build, and the break-even batches move to about 10 and 18 (at B = 64: 2.6x and
-# 1.9x faster). Only where the kernel covers the plane (H W <= K^2 / 2, so the matrices are smaller than the
-# direct method's work) and only for NCHW input (on channels_last input its layout copies cost more than
-# oneDNN's channels_last kernel, which needs none). More threads than two were not measured; they keep the
-# two-thread thresholds.
-# In bf16 on bf16 hardware oneDNN's forward runs at bf16 speed while the matrix build stays memory-bound: on
-# 14x14 under 27x27 (one thread) the hybrid wins forward + backward at B = 8 (97 vs 127 ms) and the Toeplitz path
-# at B = 32 (210 vs 359 ms); oneDNN's bf16 forward alone beats it up to B = 32 (11 vs 30 ms at B = 8, level at 32),
-# and on 7x7 planes the hybrid (NCHW forward, Toeplitz grad_weight) does the same work without the matrices. So
-# bf16 uses it for training on 14x14-class planes only; its two-thread batch is the one-thread one scaled as in
-# float32 (x1.5, not measured in bf16).
+# NOTE: the Toeplitz matrices cost C (H W)^2 floats per call whatever the batch, so the batch has to amortise them;
+# only where the kernel covers the plane (H W <= K^2 / 2: the matrices are smaller than the direct method's work),
+# where oneDNN's NCHW kernel does not cover K (7x7 under 13x13 on AVX-512 runs jit_dw forward and the hybrid's
+# Toeplitz grad_weight, 1.3-2x faster), and only for NCHW input (on channels_last input its layout copies cost more
+# than oneDNN's channels_last kernel, which needs none). Against the hybrid with its swapped-role grad_weight and
+# oneDNN's forward (CPU time, one thread, 14x14 under 27x27): forward + backward 50 vs 31 ms at B = 8, 92 vs 102
+# ms at B = 32 in float32, 52 vs 31 and 75 vs 90 ms in bf16; forward 14.6 vs 8.5 ms at B = 8, 28.7 vs 31.6 ms at
+# B = 32 (float32). Hence B >= 24 with one thread. Two threads: the earlier float32 thresholds moved by x1.5-1.7
+# from one thread to two (oneDNN scales better over threads than the memory-bound matrix build); that factor is
+# assumed here, not re-measured. More threads keep the two-thread threshold.
 _TOEPLITZ_MAX_PLANE = 196
-_TOEPLITZ_TINY_PLANE = 64
-# (min batch for planes above 64 pixels, min batch for planes of at most 64 pixels), by thread count
-_TOEPLITZ_MIN_BATCH = {1: (8, 12), 2: (12, 20)}
-_TOEPLITZ_MIN_BATCH_BF16 = {1: 16, 2: 24}  # training, planes above 64 pixels
+_TOEPLITZ_MIN_BATCH = {1: 24, 2: 36}  # by intra-op thread count
 
 
-def _toeplitz_wins(kernel_size: int, pixels: int, batch: int, needs_grad: bool, bf16: bool) -> bool:
-    if pixels > min(_TOEPLITZ_MAX_PLANE, kernel_size * kernel_size // 2):
+def _toeplitz_wins(kernel_size: int, pixels: int, batch: int) -> bool:
+    if kernel_size <= _NCHW_FORWARD_MAX_KERNEL or pixels > min(_TOEPLITZ_MAX_PLANE, kernel_size * kernel_size // 2):
         return False
-    threads = min(torch.get_num_threads(), 2)
-    if bf16:
-        return needs_grad and pixels > _TOEPLITZ_TINY_PLANE and batch >= _TOEPLITZ_MIN_BATCH_BF16[threads]
-    small_plane, tiny_plane = _TOEPLITZ_MIN_BATCH[threads]
-    return batch >= (tiny_plane if pixels <= _TOEPLITZ_TINY_PLANE else small_plane)
-
-
-def _avx512_jit_dw_choice(kernel_size: int, pixels: int, needs_grad: bool, nchw_input: bool) -> str | None:
-    """The AVX-512 routes for K <= 13 (measured, docs/ops.md), or None to follow the rule below."""
-    if not needs_grad:
-        return "native_nchw" if nchw_input or kernel_size > _AVX512_CL_MAX_KERNEL else "native_cl"
-    if kernel_size <= 3:
-        return "native_nchw" if nchw_input else "native_cl"
-    if _fft_wins(kernel_size, pixels, True, False):
-        return None  # K = 13 on 56x56 planes: the FFT, level with hybrid_nchw
-    if nchw_input or kernel_size > _AVX512_CL_MAX_KERNEL:
-        return "hybrid_nchw"
-    return "native_cl" if kernel_size <= _AVX512_CL_NATIVE_TRAIN_MAX_KERNEL else "hybrid"
+    return batch >= _TOEPLITZ_MIN_BATCH[min(torch.get_num_threads(), 2)]
 
 
 def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
@@ -411,21 +390,17 @@ def cpu_auto_rule(x: torch.Tensor, weight: torch.Tensor) -> str:
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     nchw_input = _memory_format(x) == torch.contiguous_format
     bf16 = matrix_dtype(x.dtype) == torch.bfloat16
-    if _AVX512 and kernel_size <= _AVX512_JIT_DW_MAX_KERNEL and x.dtype != torch.bfloat16:  # measured in fp32
-        choice = _avx512_jit_dw_choice(kernel_size, pixels, needs_grad, nchw_input)
-        if choice is not None:
-            return choice
-    if _fft_wins(kernel_size, pixels, needs_grad, bf16):
+    if _fft_wins(kernel_size, pixels, nchw_input, bf16):
         return "fft"
-    if nchw_input and _toeplitz_wins(kernel_size, pixels, x.shape[0], needs_grad, bf16):
+    if nchw_input and _toeplitz_wins(kernel_size, pixels, x.shape[0]):
         return "toeplitz"
     if needs_grad:
         # NOTE: aten's grad_weight is oneDNN's GEMM path for every K > 3; the hybrid replaces it from K = 5 on (the
-        # 5x5 re-param branches: 1.4-2.5x faster forward + backward than the better native layout, bf16 and fp32)
+        # 5x5 re-param branches: 2.5-4x faster forward + backward than the better native layout, bf16 and fp32)
         if kernel_size <= 3:
             return "native_nchw" if nchw_input else "native_cl"
         return "hybrid"
-    if kernel_size <= _NCHW_FORWARD_MAX_KERNEL and nchw_input:
+    if _nchw_forward(kernel_size, nchw_input):
         return "native_nchw"
     return "native_cl"
 
