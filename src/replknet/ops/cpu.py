@@ -312,8 +312,10 @@ def strided_dwconv2d(
     B = 8: 48-86 ms each against 2-23 ms), where float32 has a dedicated depthwise kernel. Everywhere else this is
     plain ``F.conv2d``.
     """
+    if x.device.type != "cpu":
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=x.shape[1])
     x, weight, bias = _autocast_inputs(x, weight, bias)
-    if x.device.type != "cpu" or matrix_dtype(x.dtype) != torch.bfloat16 or x.dtype != torch.bfloat16:
+    if x.dtype != torch.bfloat16 or matrix_dtype(x.dtype) != torch.bfloat16:
         return F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=x.shape[1])
     with torch.autocast(x.device.type, enabled=False):
         return _StridedDepthwiseConv.apply(x, weight, bias, stride, padding)
