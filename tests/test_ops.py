@@ -294,9 +294,10 @@ def test_swapped_grad_weight_matches_float64(shape, kernel_size: int, chunk_byte
     grad_output = torch.randn(*shape, dtype=torch.float64, generator=generator)
     weight_shape = (shape[1], 1, kernel_size, kernel_size)
     expected = torch.nn.grad.conv2d_weight(x, weight_shape, grad_output, padding=kernel_size // 2, groups=shape[1])
-    got = ops_cpu.swapped_grad_weight(x, grad_output, kernel_size)
-    assert got.shape == weight_shape and got.dtype == torch.float64
-    assert relative_error(got, expected) < 1e-12
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = ops_cpu.swapped_grad_weight(x.contiguous(memory_format=layout), grad_output, kernel_size)
+        assert got.shape == weight_shape and got.dtype == torch.float64
+        assert relative_error(got, expected) < 1e-12
 
 
 @pytest.mark.parametrize("method", ["toeplitz", "swapped", "fft"])

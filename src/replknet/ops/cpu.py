@@ -172,10 +172,17 @@ def swapped_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, kernel_size:
     grad_weight = torch.zeros(channels, kernel_size, kernel_size, dtype=accumulate, device=x.device)
     for start in range(0, batch, step):
         n = min(step, batch - start)
-        planes = x[start : start + n].to(dtype).reshape(1, n * channels, height, width)
-        kernels = grad_output[start : start + n].to(dtype).reshape(n * channels, 1, height, width)
+        # NOTE: a fresh channels_last buffer: a one-sample slice of a channels_last tensor reshapes with an odd
+        # batch stride, which aten reads as NCHW and sends to oneDNN's GEMM path (12-20x slower at K = 27)
+        planes = torch.empty(
+            1, n * channels, height, width, dtype=dtype, device=x.device, memory_format=torch.channels_last
+        )
+        planes.copy_(x[start : start + n].reshape(1, n * channels, height, width))
+        # NOTE: contiguous: a channels_last output gradient would reshape to a strided "weight" that oneDNN
+        # reorders through a slow generic path (27x slower per call, measured in the model's backward)
+        kernels = grad_output[start : start + n].to(dtype).contiguous().reshape(n * channels, 1, height, width)
         # NOTE: an even plane side is an even "kernel" here; the explicit padding keeps the result K x K
-        out = F.conv2d(planes.contiguous(memory_format=torch.channels_last), kernels, padding=pad, groups=n * channels)
+        out = F.conv2d(planes, kernels, padding=pad, groups=n * channels)
         grad_weight += out.reshape(n, channels, kernel_size, kernel_size).sum(0, dtype=accumulate)
     return grad_weight.unsqueeze(1)
 
