@@ -147,7 +147,9 @@ def run_table(batch_sizes: list[int], repeats: int, stages: list[int], dtype: to
         print(line)
 
 
-def run_calibration(batch_sizes: list[int], repeats: int, dtype: torch.dtype, kernel_sizes: list[int]) -> None:
+def run_calibration(
+    batch_sizes: list[int], repeats: int, dtype: torch.dtype, kernel_sizes: list[int], channels_last: bool = False
+) -> None:
     """Every impl on a grid of (K, plane size) at the RepLKNet channel widths: the table behind the auto rule."""
     impls = ("native_nchw", "native_cl", "fft", "hybrid", "toeplitz")
     print(f"{'B':>3} {'C':>5} {'H':>3} {'K':>3} {'pass':>8} | " + " ".join(f"{i:>11}" for i in impls) + " | best")
@@ -155,6 +157,8 @@ def run_calibration(batch_sizes: list[int], repeats: int, dtype: torch.dtype, ke
         for channels, size, _ in STAGES:
             for kernel_size in kernel_sizes:
                 x = torch.randn(batch, channels, size, size, dtype=dtype)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 weight = (torch.randn(channels, 1, kernel_size, kernel_size) / kernel_size).to(dtype)
                 for backward in (False, True):
                     row = {}
@@ -227,6 +231,7 @@ def main() -> None:
     )
     parser.add_argument("--cpu-time", action="store_true", help="time by process CPU time (loaded machines)")
     parser.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="dtype of every tensor")
+    parser.add_argument("--channels-last", action="store_true", help="--calibrate: channels_last input")
     parser.add_argument("--small", action="store_true", help="table: also the stages' 5x5 re-param branches")
     parser.add_argument(
         "--kernel-sizes", type=int, nargs="+", default=[3, 5, 7, 9, 13, 17, 27, 31], help="--calibrate: K grid"
@@ -255,7 +260,7 @@ def main() -> None:
     if args.calibrate_grad_weight:
         run_grad_weight_calibration(args.batch_sizes, args.repeats, dtype, args.kernel_sizes)
     elif args.calibrate:
-        run_calibration(args.batch_sizes, args.repeats, dtype, args.kernel_sizes)
+        run_calibration(args.batch_sizes, args.repeats, dtype, args.kernel_sizes, args.channels_last)
     else:
         run_table(args.batch_sizes, args.repeats, args.stages, dtype, args.small)
     print(f"fp32 matmul (2048^3), end of run: {matmul_gflops():.1f} GFLOP/s")

@@ -131,10 +131,11 @@ def _rotated_kernel_grad_input(grad_output: torch.Tensor, weight: torch.Tensor) 
 # NOTE: the hybrid's weight-gradient method, from benchmarks/dwconv.py --calibrate-grad-weight --cpu-time (one
 # thread, bf16 and fp32 alike, B = 8 and 32; docs/ops.md). The swapped-role convolution wins wherever its
 # K^2 H W work per plane is small next to the FFT's per-plane cost: every kernel up to 14x14 planes (27x27 on
-# 14x14 at B = 8: 17 ms against 25 for the FFT), up to K = 27 on 28x28 (27 vs 35 ms), up to K = 7 on 56x56 (10 vs
+# 14x14: 8.4 ms against 27 for the FFT at B = 8), up to K = 27 on 28x28 (22 vs 32 ms), up to K = 7 on 56x56 (10 vs
 # 25 ms; level at K = 13, FFT 1.6x ahead at K = 27). The Toeplitz table wins on 7x7 planes from K = 13 (3 vs 7
-# ms) and, where the kernel covers the plane, from B = 16 (14x14 under 27x27 at B = 32: 32 ms against 72).
-_TOEPLITZ_GRAD_WEIGHT_MIN_BATCH = 16
+# ms) and, where the kernel covers the plane, once the batch outgrows its fixed cost (14x14 under 27x27: 18 vs
+# 8.4 ms at B = 8, level at B = 32: 30 vs 29 ms).
+_TOEPLITZ_GRAD_WEIGHT_MIN_BATCH = 32
 # (largest plane in pixels, largest K for which the swapped-role convolution beats the FFT on it)
 _SWAPPED_MAX_KERNEL = ((14 * 14, 1 << 30), (28 * 28, 27), (1 << 62, 7))
 
@@ -169,7 +170,8 @@ def swapped_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, kernel_size:
     pad = kernel_size // 2
     padded_bytes = channels * (height + 2 * pad) * (width + 2 * pad) * torch.finfo(dtype).bits // 8
     step = max(1, _SWAPPED_CHUNK_BYTES // padded_bytes)
-    grad_weight = torch.zeros(channels, kernel_size, kernel_size, dtype=accumulate, device=x.device)
+    # accumulated tap-major, (K, K, C): the channels_last result of each chunk is (K, K, n C) in memory
+    grad_weight = torch.zeros(kernel_size, kernel_size, channels, dtype=accumulate, device=x.device)
     for start in range(0, batch, step):
         n = min(step, batch - start)
         # NOTE: a fresh channels_last buffer: a one-sample slice of a channels_last tensor reshapes with an odd
@@ -182,9 +184,10 @@ def swapped_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, kernel_size:
         # reorders through a slow generic path (27x slower per call, measured in the model's backward)
         kernels = grad_output[start : start + n].to(dtype).contiguous().reshape(n * channels, 1, height, width)
         # NOTE: an even plane side is an even "kernel" here; the explicit padding keeps the result K x K
-        out = F.conv2d(planes, kernels, padding=pad, groups=n * channels)
-        grad_weight += out.reshape(n, channels, kernel_size, kernel_size).sum(0, dtype=accumulate)
-    return grad_weight.unsqueeze(1)
+        out = F.conv2d(planes, kernels, padding=pad, groups=n * channels)  # (1, n C, K, K), channels_last
+        taps = out.permute(0, 2, 3, 1).reshape(kernel_size, kernel_size, n, channels)
+        grad_weight += taps[:, :, 0] if n == 1 else taps.sum(2, dtype=accumulate)
+    return grad_weight.permute(2, 0, 1).unsqueeze(1).contiguous()  # (C, 1, K, K)
 
 
 def _hybrid_grad_weight(x: torch.Tensor, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
