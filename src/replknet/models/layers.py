@@ -35,7 +35,7 @@ class ConvBN(nn.Module, Reparameterizable):
             self.conv: nn.Conv2d = DepthwiseConv2d(out_channels, kernel_size, bias=False)
         elif depthwise and stride > 1:
             # NOTE: the official code's nn.Conv2d (same state dict); this subclass only replaces oneDNN's slow bf16
-            # backward-data on the CPU (replknet.ops.strided_dwconv2d)
+            # backward-data on the CPU (replknet.ops.cpu.strided_dwconv2d)
             self.conv = StridedDepthwiseConv2d(out_channels, kernel_size, stride, padding, bias=False)
         else:
             self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)

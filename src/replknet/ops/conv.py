@@ -51,7 +51,7 @@ class DepthwiseConv2d(nn.Conv2d):
 
 
 class StridedDepthwiseConv2d(nn.Conv2d):
-    """Depthwise ``K x K`` convolution with a stride (downsampling), computed by ``replknet.ops.strided_dwconv2d``.
+    """Depthwise ``K x K`` convolution with a stride (downsampling), computed by ``replknet.ops.cpu.strided_dwconv2d``.
 
     The state dict of ``nn.Conv2d(C, C, K, stride, padding, groups=C)``. Its only difference from that module is
     the CPU bf16 backward (``strided_dwconv2d``); under tracing, scripting, ``torch.compile`` and
