@@ -12,7 +12,10 @@ from typing import Any, ClassVar
 
 from replknet.config import RunConfig
 
-__all__ = ["TrainConfig", "PRESETS", "get_preset", "list_presets", "scaled_lr", "accumulation_steps"]
+__all__ = ["TrainConfig", "PRESETS", "BUILTIN_DATA", "get_preset", "list_presets", "scaled_lr", "accumulation_steps"]
+
+# Data names that are rendered in memory instead of read from a folder.
+BUILTIN_DATA = ("synthetic", "pathfinder")
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,13 @@ class TrainConfig(RunConfig):
     drop_path: float = 0.0  # a 5-minute run is too short to need stochastic depth
     pretrained: str | None = None  # a local checkpoint to start from (fine-tuning); its head is dropped if it differs
     head_init_scale: float | None = None  # UniRepLKNet's constructor option (its 22K->1K finetunes: 0.001)
+    # constructor options on top of the registered model's (e.g. large_kernel_sizes for a kernel-size study arm)
+    model_kwargs: dict = field(default_factory=dict)
     # --- data
-    data: str = "synthetic"  # "synthetic" (built in, no download) or an ImageFolder root holding train/ and val/
+    # "synthetic" (the built-in shapes), "pathfinder" (the built-in Pathfinder task; replknet.data.pathfinder),
+    # or an ImageFolder root holding train/ and val/
+    data: str = "synthetic"
+    data_options: dict = field(default_factory=dict)  # built-in data only: e.g. Pathfinder's preset and fields
     train_split: str = "train"
     val_split: str = "val"
     image_size: int = 48  # 48 px shows all 10 shapes clearly and trains ~1.5x faster than 64 px on a CPU
@@ -91,6 +99,8 @@ class TrainConfig(RunConfig):
             info = find_model_info(self.model)
             if info is None or "head_init_scale" not in inspect.signature(info.family.model_cls.__init__).parameters:
                 raise ValueError(f"head_init_scale is not a constructor option of {self.model}")
+        if self.data_options and self.data not in BUILTIN_DATA:
+            raise ValueError(f"data_options apply to the built-in data {sorted(BUILTIN_DATA)}, not to {self.data!r}")
         positive = ("image_size", "epochs", "batch_size", "recipe_batch", "synthetic_train_size", "synthetic_val_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -126,6 +136,9 @@ class TrainConfig(RunConfig):
         values = dict(values)
         if "channels_last" in values:  # written before memory_format
             values.setdefault("memory_format", "channels_last" if values.pop("channels_last") else "contiguous")
+        for name in ("model_kwargs", "data_options"):
+            if name in values:  # JSON turns tuples into lists; constructors expect the tuples back
+                values[name] = {k: tuple(v) if isinstance(v, list) else v for k, v in values[name].items()}
         return super().from_dict(values)
 
 

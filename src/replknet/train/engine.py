@@ -24,7 +24,7 @@ from torch import nn
 
 from replknet.checkpoint import atomic_write_text
 from replknet.outputs import check_output_dir
-from replknet.train.config import TrainConfig, accumulation_steps, scaled_lr
+from replknet.train.config import BUILTIN_DATA, TrainConfig, accumulation_steps, scaled_lr
 from replknet.train.distributed import DistributedState, cleanup_distributed, init_distributed
 from replknet.train.evaluate import autocast, evaluate, synthetic_shape_bias
 from replknet.train.guards import NonFiniteLossError, stop_if_not_finite
@@ -94,7 +94,9 @@ def _build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     from replknet.checkpoint import convert_state_dict, read_checkpoint
 
     options = {} if config.head_init_scale is None else {"head_init_scale": config.head_init_scale}
-    model = replknet.create_model(config.model, num_classes=num_classes, drop_path_rate=config.drop_path, **options)
+    model = replknet.create_model(
+        config.model, num_classes=num_classes, drop_path_rate=config.drop_path, **options, **config.model_kwargs
+    )
     if config.pretrained:
         from replknet.runs import read_run
 
@@ -125,7 +127,7 @@ class _Data:
 def evaluation_settings(config: TrainConfig) -> dict[str, Any]:
     """How the run validates (data, split, batch, memory format, AMP): ``replknet eval`` of the run folder uses
     the same, and so prints the top-1 the run recorded."""
-    synthetic = config.data == "synthetic"
+    synthetic = config.data in BUILTIN_DATA
     return {
         "data": config.data,
         "split": config.val_split,
@@ -146,7 +148,7 @@ def _run_config(config: TrainConfig, module: nn.Module, classes: list[str]) -> d
 
     cfg = module.pretrained_cfg
     big = config.image_size >= 384
-    synthetic = config.data == "synthetic"
+    synthetic = config.data in BUILTIN_DATA
     preprocessing = {
         "input_size": (getattr(module, "in_chans", 3), config.image_size, config.image_size),
         "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
@@ -171,11 +173,8 @@ def _build_data(config: TrainConfig, model_cfg: dict, dist_state: DistributedSta
     mean = tuple(model_cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(model_cfg.get("std", (0.229, 0.224, 0.225)))
     start = time.perf_counter()
-    if config.data == "synthetic":
-        from replknet.data.synthetic import SyntheticShapes
-
-        train_set = SyntheticShapes("train", config.synthetic_train_size, config.image_size, config.synthetic_seed)
-        val_set = SyntheticShapes("val", config.synthetic_val_size, config.image_size, config.synthetic_seed)
+    if config.data in BUILTIN_DATA:
+        train_set, val_set = builtin_datasets(config)
         common = dict(mean=mean, std=std, rank=dist_state.rank, world_size=dist_state.world_size)
         train = SyntheticBatches(
             train_set.images,
@@ -208,6 +207,33 @@ def _build_data(config: TrainConfig, model_cfg: dict, dist_state: DistributedSta
     val = eval_loader(val_set, val_batch, config.workers, dist_state.rank, dist_state.world_size, pin)
     seconds = time.perf_counter() - start
     return _Data(train_set, val, len(train_set.classes), len(train_set), seconds, list(train_set.classes))
+
+
+def builtin_datasets(config: TrainConfig) -> tuple[Any, Any]:
+    """The training and validation sets of built-in data (``config.data`` in ``BUILTIN_DATA``), rendered in memory.
+
+    Pathfinder sets are cached per process (rendering costs ~20 ms an image), so the runs of a study that share
+    the data render it once.
+    """
+    if config.data == "synthetic":
+        from replknet.data.synthetic import SyntheticShapes
+
+        if config.data_options:
+            raise ValueError(f"the built-in shapes take no data_options, got {sorted(config.data_options)}")
+        train_set = SyntheticShapes("train", config.synthetic_train_size, config.image_size, config.synthetic_seed)
+        val_set = SyntheticShapes("val", config.synthetic_val_size, config.image_size, config.synthetic_seed)
+        return train_set, val_set
+    if config.data == "pathfinder":
+        from replknet.data.pathfinder import cached_pathfinder, pathfinder_config
+
+        options = dict(config.data_options)
+        task = pathfinder_config(options.pop("preset", None), **{"image_size": config.image_size, **options})
+        if task.image_size != config.image_size:
+            raise ValueError(f"data_options image_size {task.image_size} differs from image_size {config.image_size}")
+        train_set = cached_pathfinder("train", config.synthetic_train_size, task, config.synthetic_seed)
+        val_set = cached_pathfinder("val", config.synthetic_val_size, task, config.synthetic_seed)
+        return train_set, val_set
+    raise ValueError(f"{config.data!r} is not built-in data; built-in: {list(BUILTIN_DATA)}")
 
 
 def _epoch_loader(config: TrainConfig, data: _Data, epoch: int, dist_state: DistributedState):
@@ -382,7 +408,17 @@ def _training_state(config: TrainConfig, loop: _Loop, epoch: int, history: list[
     }
 
 
-_RESUME_MUST_MATCH = ("model", "data", "image_size", "epochs", "batch_size", "recipe_batch", "seed")
+_RESUME_MUST_MATCH = (
+    "model",
+    "model_kwargs",
+    "data",
+    "data_options",
+    "image_size",
+    "epochs",
+    "batch_size",
+    "recipe_batch",
+    "seed",
+)
 
 
 def _restore(
@@ -472,7 +508,10 @@ def _run(config, resume, progress, dist_state, stop_after_epochs, run_start, rep
     # The model comes first: the data pipeline uses its mean/std. Its class count is read from the data.
     num_classes = config.num_classes
     if num_classes is None:
-        num_classes = 10 if config.data == "synthetic" else len(_class_folders(config))
+        if config.data in BUILTIN_DATA:
+            num_classes = {"synthetic": 10, "pathfinder": 2}[config.data]
+        else:
+            num_classes = len(_class_folders(config))
     module = _build_model(config, num_classes)
     data = _build_data(config, module.pretrained_cfg, dist_state)
     if data.num_classes != num_classes:
