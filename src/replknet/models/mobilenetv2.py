@@ -35,6 +35,12 @@ _INVERTED_RESIDUAL_SETTING = (
 _STAGE_OF_GROUP = (0, 1, 2, 3, 3, 4, 4)
 
 
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """torchvision's channel rounding: the nearest multiple of ``divisor``, never below 90% of ``value``."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
 class InvertedResidual(nn.Module):
     """1x1 expand -> depthwise KxK (+ optional small-kernel branch) -> 1x1 project; optional shortcut."""
 
@@ -77,6 +83,9 @@ class LargeKernelMobileNetV2(nn.Module, Reparameterizable):
         in_chans: input channels.
         drop_rate: dropout before the classifier (MobileNetV2 uses 0.2).
         small_kernel_merged: build the deploy (fused) form directly.
+        width_multiplier: scales every width (rounded to multiples of 8, torchvision's rule; the 1280-wide head
+            conv is kept for multipliers below 1). 1.0 is the paper's model; ``replknet study`` uses smaller
+            widths to fit a CPU.
     """
 
     def __init__(
@@ -90,6 +99,7 @@ class LargeKernelMobileNetV2(nn.Module, Reparameterizable):
         drop_rate: float = 0.2,
         small_kernel_merged: bool = False,
         global_pool: str = "avg",
+        width_multiplier: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__()
@@ -98,14 +108,19 @@ class LargeKernelMobileNetV2(nn.Module, Reparameterizable):
             raise TypeError(f"LargeKernelMobileNetV2 got unexpected arguments: {sorted(kwargs)}")
         if global_pool not in ("avg", ""):
             raise ValueError(f"only global_pool 'avg' is supported, got {global_pool!r}")
+        if width_multiplier <= 0:
+            raise ValueError(f"width_multiplier must be positive, got {width_multiplier}")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
-        self.stem = ConvBN(in_chans, 32, 3, stride=2, act_layer=nn.ReLU6)
+        stem_channels = _make_divisible(32 * width_multiplier)
+        self.stem = ConvBN(in_chans, stem_channels, 3, stride=2, act_layer=nn.ReLU6)
         stages: list[list[nn.Module]] = [[] for _ in range(5)]
-        in_channels = 32
+        in_channels = stem_channels
+        stage_channels = [0] * 5
         for group, (t, c, n, s) in enumerate(_INVERTED_RESIDUAL_SETTING):
+            c = _make_divisible(c * width_multiplier)
             stage = _STAGE_OF_GROUP[group]
             k = last_stage_kernel_size if (stage == 4 and last_stage_kernel_size is not None) else kernel_size
             small = small_kernel if small_kernel is not None and small_kernel < k else None
@@ -115,12 +130,12 @@ class LargeKernelMobileNetV2(nn.Module, Reparameterizable):
                     InvertedResidual(in_channels, c, stride, t, k, small, shortcut, deploy=small_kernel_merged)
                 )
                 in_channels = c
+            stage_channels[stage] = c
         self.stages = nn.ModuleList(nn.Sequential(*blocks) for blocks in stages)
-        stage_channels = [16, 24, 32, 96, 320]
         self.feature_info = [
             dict(num_chs=c, reduction=2 ** (i + 1), module=f"stages.{i}") for i, c in enumerate(stage_channels)
         ]
-        self.num_features = self.head_hidden_size = 1280
+        self.num_features = self.head_hidden_size = _make_divisible(1280 * max(1.0, width_multiplier))
         self.conv_head = ConvBN(in_channels, self.num_features, 1, act_layer=nn.ReLU6)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
