@@ -19,7 +19,7 @@ from replknet.models._registry import ModelFamily, register_model
 from replknet.models.layers import ConvBN, ReparamLargeKernelConv
 from replknet.reparam import Reparameterizable
 
-__all__ = ["MOBILENETV2", "MOBILENETV2_CONFIGS", "LargeKernelMobileNetV2", "MobileNetV2Config"]
+__all__ = ["MOBILENETV2", "MOBILENETV2_CONFIGS", "LargeKernelMobileNetV2", "MobileNetV2Backbone", "MobileNetV2Config"]
 
 # (expansion t, output channels c, repeats n, first stride s) per group, as in the MobileNetV2 paper.
 _INVERTED_RESIDUAL_SETTING = (
@@ -300,6 +300,32 @@ def _is_deploy_state_dict(state_dict) -> bool:
     return is_deploy_state_dict(state_dict)
 
 
+class MobileNetV2Backbone(nn.Module):
+    """A large-kernel MobileNetV2 as a 4-level backbone: its stride 4, 8, 16 and 32 stage outputs.
+
+    The paper's Cityscapes experiments of guidelines 3-5 put MobileNetV2 under a segmentation head; so does
+    ``replknet.seg`` with this module. The 1280-wide head conv is dropped (a DDP run refuses unused parameters).
+    """
+
+    def __init__(self, model: LargeKernelMobileNetV2) -> None:
+        super().__init__()
+        model.prune_intermediate_layers([1, 2, 3, 4], prune_head=True)
+        self.model = model
+        self.out_indices = (0, 1, 2, 3)
+        self.feature_info = [dict(info) for info in model.feature_info[1:]]  # strides 4..32
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(x, indices=[1, 2, 3, 4], intermediates_only=True)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+
+def _build_backbone(info, **options) -> MobileNetV2Backbone:
+    """The features form for segmentation heads: stages at strides 4..32 (``replknet.seg``)."""
+    return MobileNetV2Backbone(LargeKernelMobileNetV2(**{**info.config.kwargs(), **options, "num_classes": 0}))
+
+
 MOBILENETV2 = ModelFamily(
     name="mobilenetv2",
     model_cls=LargeKernelMobileNetV2,
@@ -309,6 +335,7 @@ MOBILENETV2 = ModelFamily(
     deploy_arg="small_kernel_merged",
     is_deploy_state_dict=_is_deploy_state_dict,
     feature_strides=(2, 4, 8, 16, 32),
+    backbone=_build_backbone,
 )
 
 

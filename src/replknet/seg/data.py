@@ -27,6 +27,10 @@ __all__ = [
     "IMAGENET_STD",
     "DatasetSpec",
     "DATASET_SPECS",
+    "FOLDER_DATASET",
+    "dataset_spec",
+    "LongRangeSegDataset",
+    "ImageLabelFolder",
     "TrainTransform",
     "EvalTransform",
     "SegmentationFolder",
@@ -78,7 +82,36 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
     "synthetic": DatasetSpec(
         1 + len(SYNTHETIC_SHAPES), None, (96, 96), align_corners=False, class_names=("background", *SYNTHETIC_SHAPES)
     ),
+    # The long-range task (replknet.data.longrange_seg): a region's class is given by a cue far from most of it.
+    "longrange": DatasetSpec(4, None, (64, 64), align_corners=False, class_names=("plus", "cross", "ring", "block")),
 }
+# A segmentation folder as `replknet data synth --task longrange-seg` writes it: images/<split>/*.png,
+# annotations/<split>/*.png (class ids, 255 ignored) and classes.json; its spec is read from the folder.
+FOLDER_DATASET = "folder"
+
+
+def dataset_spec(name: str, root: str | os.PathLike | None = None) -> DatasetSpec:
+    """The spec of a named dataset, or of a segmentation folder (``name="folder"``, read from its classes.json)."""
+    if name == FOLDER_DATASET:
+        import json
+
+        if root is None:
+            raise ValueError(
+                "the 'folder' dataset needs a data root (a folder with images/, annotations/, classes.json)"
+            )
+        path = Path(root) / "classes.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: a segmentation folder lists its classes there")
+        try:
+            classes = tuple(json.loads(path.read_text())["classes"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f'{path}: expected {{"classes": [names...]}}, got an unreadable file ({error})') from None
+        if not classes:
+            raise ValueError(f"{path} lists no classes")
+        return DatasetSpec(len(classes), None, (512, 512), align_corners=False, class_names=classes)
+    if name not in DATASET_SPECS:
+        raise ValueError(f"unknown dataset {name!r}; datasets: {sorted([*DATASET_SPECS, FOLDER_DATASET])}")
+    return DATASET_SPECS[name]
 
 
 # ---------------------------------------------------------------------------------------------- transforms
@@ -379,6 +412,60 @@ class SyntheticSegmentation(_SeededDataset):
         return Image.fromarray(self.images[index]), Image.fromarray(self.labels[index])
 
 
+class LongRangeSegDataset(_SeededDataset):
+    """The long-range segmentation task (``replknet.data.longrange_seg``) through the seg pipeline's transforms.
+
+    The rendered sets are cached per process (see ``cached_longrange``), and ``cue_distance`` (N, H, W) is kept
+    for the far-pixel accuracy of ``replknet study``.
+    """
+
+    def __init__(self, split: str, num_samples: int, image_size: int, transform, seed: int, options: dict) -> None:
+        from replknet.data.longrange_seg import cached_longrange, longrange_config
+
+        super().__init__(transform, seed)
+        options = dict(options)
+        config = longrange_config(options.pop("preset", None), **{"image_size": image_size, **options})
+        data = cached_longrange(split, num_samples, config, seed)
+        self.config, self.class_names = config, data.class_names
+        self.images, self.labels, self.cue_distance = data.images, data.labels, data.cue_distance
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _load(self, index: int) -> tuple[Image.Image, Image.Image]:
+        return Image.fromarray(self.images[index]), Image.fromarray(self.labels[index])
+
+
+class ImageLabelFolder(_SeededDataset):
+    """A segmentation folder: ``root/images/<split>/<name>.png`` with ``root/annotations/<split>/<name>.png``."""
+
+    def __init__(self, root, split: str, transform, seed: int, class_names: tuple[str, ...]) -> None:
+        super().__init__(transform, seed)
+        image_dir, label_dir = Path(root) / "images" / split, Path(root) / "annotations" / split
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"no {split!r} split: {image_dir} is not a directory")
+        self.samples = []
+        for image_path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
+            label_path = label_dir / (image_path.stem + ".png")
+            if not label_path.is_file():
+                raise FileNotFoundError(f"annotation missing for {image_path}: expected {label_path}")
+            self.samples.append((image_path, label_path))
+        if not self.samples:
+            raise FileNotFoundError(f"no images under {image_dir}")
+        self.class_names = class_names
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, index: int) -> tuple[Image.Image, Image.Image]:
+        image_path, label_path = self.samples[index]
+        image = Image.open(image_path).convert("RGB")
+        label = np.asarray(Image.open(label_path))
+        if label.ndim != 2 or label.shape != (image.height, image.width):
+            raise ValueError(f"{label_path}: expected a single-channel label of the image's size {image.size[::-1]}")
+        return image, Image.fromarray(label.astype(np.uint8))
+
+
 def build_dataset(
     name: str,
     split: str,
@@ -388,16 +475,26 @@ def build_dataset(
     crop_size: tuple[int, int] | None = None,
     num_samples: int | None = None,
     image_size: int = 96,
+    options: dict | None = None,
 ) -> Dataset:
-    """A dataset by name (``synthetic``, ``ade20k``, ``cityscapes``) with the paper's transforms for ``split``."""
-    if name not in DATASET_SPECS:
-        raise ValueError(f"unknown dataset {name!r}; datasets: {sorted(DATASET_SPECS)}")
-    spec = DATASET_SPECS[name]
+    """A dataset by name (``synthetic``, ``longrange``, ``folder``, ``ade20k``, ``cityscapes``) with the paper's
+    transforms for ``split``. ``options``: the long-range task's preset and fields (``replknet.data.longrange_seg``).
+    """
+    spec = dataset_spec(name, root)
     train = split == "train" if train is None else train
-    if name == "synthetic":
+    if options and name != "longrange":
+        raise ValueError(f"dataset options apply to the longrange dataset only, not {name!r}")
+    if name in ("synthetic", "longrange", FOLDER_DATASET):
+        # Built-in and folder data: flips only (no rescale or photometric change of the small synthetic images).
         transform = TrainTransform(None, None, flip_prob=0.5, photometric=False) if train else EvalTransform(None)
+    if name == "synthetic":
         count = num_samples if num_samples is not None else (512 if split == "train" else 64)
         return SyntheticSegmentation(split, count, image_size, transform, seed)
+    if name == "longrange":
+        count = num_samples if num_samples is not None else (512 if split == "train" else 64)
+        return LongRangeSegDataset(split, count, image_size, transform, seed, options or {})
+    if name == FOLDER_DATASET:
+        return ImageLabelFolder(root, split, transform, seed, spec.class_names)
     if root is None:
         raise ValueError(f"dataset {name!r} needs --data-root (the {name} directory)")
     crop = crop_size if crop_size is not None else spec.crop_size

@@ -38,7 +38,7 @@ from replknet.checkpoint import atomic_torch_save, atomic_write_text, save_state
 from replknet.config import RunConfig
 from replknet.outputs import check_output_dir
 from replknet.runs import SEGMENTOR_ARCHITECTURE, segmentation_run_config, write_run_config
-from replknet.seg.data import DATASET_SPECS, build_dataset, denormalize, palette, save_prediction_png
+from replknet.seg.data import build_dataset, dataset_spec, denormalize, palette, save_prediction_png
 from replknet.seg.inference import PAPER_MS_RATIOS, aug_inference, inference
 from replknet.seg.metrics import ConfusionMatrix
 from replknet.seg.model import RepLKNetUperNet, SegmentorConfig
@@ -87,7 +87,9 @@ class TrainConfig(RunConfig):
 
     dataset: str = "synthetic"
     data_root: str | None = None
+    dataset_options: dict = dataclasses.field(default_factory=dict)  # longrange: its preset and fields
     backbone: str | None = None
+    backbone_kwargs: dict = dataclasses.field(default_factory=dict)  # constructor options on top of the backbone's
     backbone_checkpoint: str | None = None
     # UPerHead / FCNHead widths: the paper's 512 / 256 for real backbones, 64 / 32 for the CPU demo.
     channels: int | None = None
@@ -140,6 +142,33 @@ DATASET_DEFAULTS: dict[str, dict] = {
         save_every=100,
         train_samples=512,
         val_samples=64,
+    ),
+    # The long-range task (replknet.data.longrange_seg) and segmentation folders: the synthetic demo's settings.
+    "longrange": dict(
+        backbone="replknet_tiny",
+        channels=64,
+        aux_channels=32,
+        drop_path_rate=0.0,
+        iterations=200,
+        batch_size=8,
+        lr=2e-3,
+        warmup_iters=20,
+        eval_every=100,
+        save_every=100,
+        train_samples=512,
+        val_samples=64,
+    ),
+    "folder": dict(
+        backbone="replknet_tiny",
+        channels=64,
+        aux_channels=32,
+        drop_path_rate=0.0,
+        iterations=200,
+        batch_size=8,
+        lr=2e-3,
+        warmup_iters=20,
+        eval_every=100,
+        save_every=100,
     ),
     "ade20k": dict(
         backbone="replknet_31b",
@@ -421,16 +450,16 @@ def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> d
     device = env.device
     torch.manual_seed(config.seed + env.rank)
     out_dir = Path(config.output)
-    spec = DATASET_SPECS[config.dataset]
+    spec = dataset_spec(config.dataset, config.data_root)
 
     crop = (config.crop_size,) * 2 if config.crop_size else None
     train_set = build_dataset(
         config.dataset, "train", config.data_root, seed=config.seed, crop_size=crop,
-        num_samples=config.train_samples, image_size=config.image_size,
+        num_samples=config.train_samples, image_size=config.image_size, options=config.dataset_options,
     )  # fmt: skip
     val_set = build_dataset(
         config.dataset, "val", config.data_root, seed=config.seed, num_samples=config.val_samples,
-        image_size=config.image_size,
+        image_size=config.image_size, options=config.dataset_options,
     )  # fmt: skip
     class_names = list(getattr(train_set, "class_names", None) or [str(i) for i in range(spec.num_classes)])
     sampler = ResumableSampler(len(train_set), config.batch_size, config.seed, env.rank, env.world_size)
@@ -443,6 +472,7 @@ def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> d
 
     segmentor_config = SegmentorConfig(
         backbone=config.backbone,
+        backbone_kwargs=dict(config.backbone_kwargs),
         num_classes=spec.num_classes,
         channels=config.channels,
         aux_channels=config.aux_channels,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,8 @@ class SegmentorConfig:
     """A RepLKNet-UperNet segmentor. Defaults are the paper's ADE20K setup (``RepLKNet_upernet.py``)."""
 
     backbone: str = "replknet_31b"
+    # constructor options on top of the registered backbone's (e.g. large_kernel_sizes for a kernel-size study)
+    backbone_kwargs: dict = field(default_factory=dict)
     num_classes: int = 150
     # UPerHead width; 512 in every paper config. The CPU demo uses 64 on the tiny backbone.
     channels: int = 512
@@ -55,6 +57,10 @@ class SegmentorConfig:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         if "pool_scales" in known:
             known["pool_scales"] = tuple(known["pool_scales"])
+        if "backbone_kwargs" in known:  # JSON and checkpoints may hold lists where the constructor wants tuples
+            known["backbone_kwargs"] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in dict(known["backbone_kwargs"]).items()
+            }
         return cls(**known)
 
 
@@ -143,7 +149,7 @@ def _build_backbone(config: SegmentorConfig) -> nn.Module:
     info = find_model_info(config.backbone)
     if info is None or info.family.backbone is None:
         raise ValueError(f"unknown backbone {config.backbone!r}; backbones: {', '.join(backbones)}")
-    options: dict = {"drop_path_rate": config.drop_path_rate}
+    options: dict = {"drop_path_rate": config.drop_path_rate, **config.backbone_kwargs}
     if config.norm_intermediate_features:
         if "norm_intermediate_features" not in inspect.signature(info.family.model_cls.__init__).parameters:
             raise ValueError(
@@ -151,7 +157,13 @@ def _build_backbone(config: SegmentorConfig) -> nn.Module:
                 "own backbone-mode norms"
             )
         options["norm_intermediate_features"] = True
-    return info.family.backbone(info, **options)
+    backbone = info.family.backbone(info, **options)
+    if len(backbone_features(backbone)) != 4:
+        raise ValueError(
+            f"UperNet needs a backbone with 4 levels (strides 4..32); {config.backbone} with {config.backbone_kwargs} "
+            f"gives {len(backbone_features(backbone))}"
+        )
+    return backbone
 
 
 class RepLKNetUperNet(nn.Module):
