@@ -49,6 +49,12 @@ class SegmentorConfig:
     use_checkpoint: bool = False
     align_corners: bool = False
 
+    def __post_init__(self) -> None:
+        # Lists (from JSON or a checkpoint) and tuples mean the same kernel sizes: keep one form, so that a resumed
+        # run compares equal to the config it was started with.
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(self.backbone_kwargs).items()}
+        object.__setattr__(self, "backbone_kwargs", kwargs)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -57,10 +63,6 @@ class SegmentorConfig:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         if "pool_scales" in known:
             known["pool_scales"] = tuple(known["pool_scales"])
-        if "backbone_kwargs" in known:  # JSON and checkpoints may hold lists where the constructor wants tuples
-            known["backbone_kwargs"] = {
-                k: tuple(v) if isinstance(v, list) else v for k, v in dict(known["backbone_kwargs"]).items()
-            }
         return cls(**known)
 
 
