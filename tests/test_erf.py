@@ -349,3 +349,44 @@ def test_bundled_photos_are_real_photographs():
         with Image.open(photo) as image:
             assert image.mode == "RGB" and max(image.size) <= 512
             assert np.asarray(image).std() > 20  # a photograph, not a flat placeholder
+
+
+def test_radial_profile_against_analytic_maps():
+    from replknet.analysis.erf import log_normalize, radial_profile
+
+    size, sigma = 201, 12.0
+    yy, xx = np.mgrid[:size, :size]
+    gaussian = np.exp(-((yy - 100) ** 2 + (xx - 100) ** 2) / (2 * sigma**2))
+    profile = radial_profile(gaussian)
+    for r in (5, 10, 20, 30):  # a 2-D Gaussian holds 1 - exp(-r^2 / 2 sigma^2) within radius r
+        assert profile.cumulative[r] == pytest.approx(1 - np.exp(-(r**2) / (2 * sigma**2)), abs=5e-3)
+    assert profile.radius_at(0.5) == int(np.ceil(sigma * np.sqrt(2 * np.log(2))))  # 14.13 -> 15
+
+    point = np.zeros((9, 9))
+    point[4, 4] = 2.0
+    assert radial_profile(point).cumulative[0] == 1.0
+    offset = np.zeros((11, 11))
+    offset[5 + 3, 5 + 4] = 1.0  # exactly 5 px from the centre
+    cumulative = radial_profile(offset).cumulative
+    assert cumulative[4] == 0.0 and cumulative[5] == 1.0
+    ring = np.zeros((41, 41))
+    ring[20, 30] = ring[10, 20] = 1.0  # both 10 px away
+    ring[20, 22] = 2.0  # 2 px away
+    cumulative = radial_profile(ring).cumulative
+    assert cumulative[1] == 0.0 and cumulative[2] == 0.5 and cumulative[9] == 0.5 and cumulative[10] == 1.0
+    assert radial_profile(ring, center=(20, 30)).cumulative[0] == 0.25
+    logged = radial_profile(gaussian, normalize=True)
+    assert np.allclose(logged.cumulative, radial_profile(log_normalize(gaussian)).cumulative)
+
+
+def test_radial_profile_errors():
+    from replknet.analysis.erf import radial_profile
+
+    with pytest.raises(ValueError, match="non-negative"):
+        radial_profile(-np.ones((4, 4)))
+    with pytest.raises(ValueError, match="sums to zero"):
+        radial_profile(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="outside"):
+        radial_profile(np.ones((4, 4)), center=(4, 0))
+    with pytest.raises(ValueError, match="2-D"):
+        radial_profile(np.ones(4))

@@ -3,12 +3,14 @@
 from replknet.analysis.erf import (
     AreaRatio,
     ErfResult,
+    RadialProfile,
     area_ratios,
     compute_erf,
     contribution_map,
     feature_extractor,
     list_images,
     log_normalize,
+    radial_profile,
 )
 from replknet.analysis.shape_bias import (
     CUE_CONFLICT_CATEGORIES,
@@ -30,12 +32,14 @@ from replknet.analysis.shape_bias import (
 __all__ = [
     "AreaRatio",
     "ErfResult",
+    "RadialProfile",
     "area_ratios",
     "compute_erf",
     "contribution_map",
     "feature_extractor",
     "list_images",
     "log_normalize",
+    "radial_profile",
     "CUE_CONFLICT_CATEGORIES",
     "CueConflictDataset",
     "ShapeBiasCounts",

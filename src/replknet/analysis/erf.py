@@ -32,6 +32,8 @@ __all__ = [
     "IMAGENET_STD",
     "AreaRatio",
     "ErfResult",
+    "RadialProfile",
+    "radial_profile",
     "ImageFiles",
     "area_ratios",
     "compute_erf",
@@ -131,6 +133,64 @@ def area_ratios(
             side = min(height, width)
             results.append(AreaRatio(float(threshold), side, 1.0, reached=False))
     return results
+
+
+# ---------------------------------------------------------------------- radial profile
+@dataclass(frozen=True)
+class RadialProfile:
+    """Cumulative share of a contribution map within each distance of the centre.
+
+    Attributes:
+        radii: ``0, 1, 2, ...`` pixels, up to the farthest pixel.
+        cumulative: ``cumulative[i]`` = (sum of the map over pixels at most ``radii[i]`` from the centre) / total.
+    """
+
+    radii: np.ndarray
+    cumulative: np.ndarray
+
+    def radius_at(self, fraction: float) -> int:
+        """The smallest radius holding at least ``fraction`` of the map."""
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+        return int(self.radii[np.searchsorted(self.cumulative, fraction - 1e-12)])
+
+
+def radial_profile(
+    contribution: np.ndarray, normalize: bool = False, center: tuple[int, int] | None = None
+) -> RadialProfile:
+    """How a contribution map's mass grows with the distance from its centre (one curve per model in a plot).
+
+    A heatmap shows where the map is large; this curve shows how far the contribution reaches, including a
+    long faint tail that the heatmap's colour scale hides.
+
+    Args:
+        contribution: a non-negative ``(H, W)`` map (e.g. ``ErfResult.contribution``).
+        normalize: apply the official ``log_normalize`` first, as the area ratio does (default: the raw map,
+            i.e. the share of the gradient itself).
+        center: ``(row, col)`` of the centre; default ``(H // 2, W // 2)``, the centre ``area_ratios`` uses.
+
+    Returns:
+        a ``RadialProfile``: pixel ``(y, x)`` counts from radius ``ceil(sqrt((y - cy)^2 + (x - cx)^2))`` on.
+    """
+    data = np.asarray(contribution, dtype=np.float64)
+    if data.ndim != 2:
+        raise ValueError(f"a contribution map must be 2-D (H, W), got shape {data.shape}")
+    if not np.isfinite(data).all() or (data < 0).any():
+        raise ValueError("a contribution map must be finite and non-negative")
+    if normalize:
+        data = log_normalize(data)
+    height, width = data.shape
+    cy, cx = center if center is not None else (height // 2, width // 2)
+    if not (0 <= cy < height and 0 <= cx < width):
+        raise ValueError(f"center {center} lies outside the {height}x{width} map")
+    total = data.sum()
+    if total <= 0:
+        raise ValueError("a contribution map that sums to zero has no radial profile")
+    yy, xx = np.mgrid[:height, :width]
+    # ceil with a small tolerance, so that a pixel exactly r away (e.g. (3, 4) -> 5) counts at r.
+    ring = np.ceil(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - 1e-9).astype(np.int64)
+    cumulative = np.cumsum(np.bincount(ring.ravel(), weights=data.ravel())) / total
+    return RadialProfile(radii=np.arange(len(cumulative)), cumulative=np.minimum(cumulative, 1.0))
 
 
 # ---------------------------------------------------------------------- the contribution map (visualize_erf.py)

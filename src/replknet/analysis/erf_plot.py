@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from replknet.analysis.erf import AreaRatio, log_normalize
+from replknet.analysis.erf import AreaRatio, RadialProfile, log_normalize
 
-__all__ = ["erf_colormap", "plot_erf", "plot_erf_comparison"]
+__all__ = ["erf_colormap", "plot_erf", "plot_erf_comparison", "draw_radial_profiles", "plot_radial_profiles"]
 
 
 def erf_colormap():
@@ -61,11 +61,64 @@ def plot_erf(
     return path
 
 
+def _as_curves(value: RadialProfile | Sequence[RadialProfile]) -> list[RadialProfile]:
+    return [value] if isinstance(value, RadialProfile) else list(value)
+
+
+def draw_radial_profiles(axes, profiles: Mapping[str, RadialProfile | Sequence[RadialProfile]]) -> None:
+    """Cumulative contribution against distance from the centre on ``axes``: one curve per label.
+
+    A label with several profiles (seeds) is drawn as their mean with the range between the lowest and highest
+    shaded. The radius holding half the contribution is marked on each curve.
+    """
+    if not profiles:
+        raise ValueError("draw_radial_profiles needs at least one profile")
+    longest = 0
+    for index, (label, value) in enumerate(profiles.items()):
+        curves = _as_curves(value)
+        length = max(len(c.cumulative) for c in curves)
+        longest = max(longest, length)
+        stacked = np.stack([np.pad(c.cumulative, (0, length - len(c.cumulative)), constant_values=1.0) for c in curves])
+        mean = stacked.mean(axis=0)
+        radii = np.arange(length)
+        color = f"C{index % 10}"
+        axes.plot(radii, mean, color=color, label=label, linewidth=1.6)
+        if len(curves) > 1:
+            axes.fill_between(radii, stacked.min(axis=0), stacked.max(axis=0), color=color, alpha=0.2, linewidth=0)
+        half = int(radii[np.searchsorted(mean, 0.5 - 1e-12)])
+        axes.plot([half], [mean[half]], marker="o", color=color, markersize=4)
+    axes.axhline(0.5, color="0.6", linewidth=0.8, linestyle=":")
+    axes.set_xlim(0, longest - 1)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("distance from the centre (px)")
+    axes.set_ylabel("share of the contribution within")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+
+
+def plot_radial_profiles(
+    profiles: Mapping[str, RadialProfile | Sequence[RadialProfile]], path: str | os.PathLike, title: str | None = None
+) -> Path:
+    """A figure of ``draw_radial_profiles``."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.0, 3.8), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    draw_radial_profiles(axes, profiles)
+    if title:
+        axes.set_title(title, fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
 def plot_erf_comparison(
     maps: Mapping[str, np.ndarray],
     path: str | os.PathLike,
     ratios: Mapping[str, Sequence[AreaRatio]] | None = None,
     title: str | None = None,
+    profiles: Mapping[str, RadialProfile] | None = None,
 ) -> Path:
     """Side-by-side heatmaps of several models on one colour scale, like the paper's ERF figure.
 
@@ -74,14 +127,22 @@ def plot_erf_comparison(
         path: output image file (``.png``).
         ratios: model label -> its area ratios, written below its map.
         title: figure title.
+        profiles: model label -> its radial profile, drawn in one more panel on the right (see
+            ``draw_radial_profiles``).
     """
     from matplotlib.figure import Figure
 
     if not maps:
         raise ValueError("plot_erf_comparison needs at least one map")
     count = len(maps)
-    figure = Figure(figsize=(3.2 * count + 0.8, 3.9), dpi=100, layout="constrained")
-    axes_list = figure.subplots(1, count, squeeze=False)[0]
+    extra = 1 if profiles else 0
+    figure = Figure(figsize=(3.2 * count + 0.8 + 4.2 * extra, 3.9), dpi=100, layout="constrained")
+    if extra:
+        grid = figure.add_gridspec(1, count + 1, width_ratios=[1.0] * count + [1.35])
+        axes_list = [figure.add_subplot(grid[0, i]) for i in range(count)]
+        draw_radial_profiles(figure.add_subplot(grid[0, count]), profiles)
+    else:
+        axes_list = figure.subplots(1, count, squeeze=False)[0]
     image = None
     for axes, (label, contribution) in zip(axes_list, maps.items()):
         image = axes.imshow(log_normalize(contribution), cmap=erf_colormap(), vmin=0.0, vmax=1.0)
