@@ -35,6 +35,7 @@ def test_erf_cli_end_to_end(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "replknet_tiny_k3" in printed and "replknet_tiny@state_dict" in printed and "t=99%" in printed
+    assert "holding 50% / 90% / 99%" in printed
 
     summary = json.loads((out / "area_ratios.json").read_text())
     assert summary["size"] == 64 and summary["thresholds"] == [0.2, 0.3, 0.5, 0.99]
@@ -50,6 +51,11 @@ def test_erf_cli_end_to_end(tmp_path, capsys):
 
         expected = [r.side for r in area_ratios(contribution)]
         assert [r["side"] for r in entry["area_ratios"]] == expected
+        from replknet.analysis.erf import radial_profile
+
+        profile = radial_profile(contribution)
+        assert entry["radial_profile"] == pytest.approx(profile.cumulative.tolist(), abs=1e-5)
+        assert entry["radius_holding"]["50%"] == profile.radius_at(0.5) <= entry["radius_holding"]["99%"]
         assert (out / f"{label}.png").read_bytes()[:8] == PNG_MAGIC
     assert summary["models"]["replknet_tiny@state_dict"]["weights"] == "checkpoint"
     assert (out / "comparison.png").read_bytes()[:8] == PNG_MAGIC

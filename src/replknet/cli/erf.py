@@ -82,7 +82,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from replknet.analysis.erf import DEFAULT_THRESHOLDS, ImageFiles, compute_erf, list_images, reset_zero_init_norms
+    from replknet.analysis.erf import (
+        DEFAULT_THRESHOLDS,
+        ImageFiles,
+        compute_erf,
+        list_images,
+        radial_profile,
+        reset_zero_init_norms,
+    )
     from replknet.checkpoint import atomic_write, atomic_write_text
     from replknet.cli._models import build_model, model_specs, unique_labels
     from replknet.data.photos import list_photos
@@ -129,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
         f"over {count} images from {source}:"
     )
     print(_format_table(rows, thresholds))
+    # The radial profile: how far the (raw) contribution reaches. It shows the tail the heatmaps' colours hide.
+    profiles = {label: radial_profile(result.contribution) for label, (_, _, result, _) in results.items()}
+    shares = (0.5, 0.9, 0.99)
+    print("\nradius (px from the centre) holding 50% / 90% / 99% of the contribution:")
+    width = max(len(label) for label in profiles)
+    for label, profile in profiles.items():
+        print(f"{label:<{width}}  " + "  ".join(f"{profile.radius_at(share):>5}" for share in shares))
 
     summary = {
         "size": size,
@@ -149,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
                 "area_ratios": [
                     {"threshold": r.threshold, "side": r.side, "ratio": r.ratio, "reached": r.reached} for r in ratios
                 ],
+                "radius_holding": {f"{round(100 * p)}%": profiles[label].radius_at(p) for p in shares},
+                "radial_profile": profiles[label].cumulative.round(6).tolist(),
             }
             for label, (name, checkpoint, result, ratios) in results.items()
         },
@@ -164,7 +180,13 @@ def run(args: argparse.Namespace) -> int:
         ratios = {label: r for label, (_, _, _, r) in results.items()}
         for label, contribution in maps.items():
             plot_erf(contribution, out / f"{_file_stem(label)}.png", title=label, ratios=ratios[label])
-        plot_erf_comparison(maps, out / "comparison.png", ratios=ratios, title=f"ERF, {count} images at {size}x{size}")
+        plot_erf_comparison(
+            maps,
+            out / "comparison.png",
+            ratios=ratios,
+            title=f"ERF, {count} images at {size}x{size}",
+            profiles=profiles,
+        )
     print(f"wrote maps (.npy), {'figures (.png), ' if not args.no_plots else ''}area_ratios.json/.csv to {out}")
     return 0
 
