@@ -113,3 +113,14 @@ def test_errors_name_the_problem(tmp_path):
         dataset_spec("folder", tmp_path)
     with pytest.raises(ValueError, match="glyph label"):
         glyph(4, 7)
+
+
+def test_synth_cli_writes_a_segmentation_folder(tmp_path):
+    from replknet.cli.main import main
+
+    argv = ["data", "synth", "--task", "longrange-seg", "--preset", "short", "--output", str(tmp_path)]
+    assert main([*argv, "--train-size", "3", "--val-size", "2"]) == 0
+    assert len(list((tmp_path / "images" / "train").glob("*.png"))) == 3
+    assert len(list((tmp_path / "annotations" / "val").glob("*.png"))) == 2
+    assert json.loads((tmp_path / "task.json").read_text())["num_regions"] == 8
+    assert main([*argv[:3], "shapes", "--preset", "long", "--output", str(tmp_path / "x")]) == 2  # no shapes presets

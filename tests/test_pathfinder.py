@@ -125,3 +125,20 @@ def test_config_errors_name_the_problem():
         pathfinder_config("medium")
     with pytest.raises(ValueError, match="label"):
         render_pathfinder(2, pathfinder_config(), np.random.default_rng(0))
+
+
+def test_synth_cli_writes_an_image_folder(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    from replknet.cli.main import main
+
+    argv = ["data", "synth", "--task", "pathfinder", "--preset", "short", "--output", str(tmp_path)]
+    assert main([*argv, "--train-size", "6", "--val-size", "4"]) == 0
+    folder = ImageFolder(str(tmp_path / "train"))
+    assert folder.classes == list(PATHFINDER_CLASSES) and len(folder) == 6
+    memory = Pathfinder("train", 6, pathfinder_config("short"))
+    for path, label in folder.samples:  # the PNGs are the in-memory images, under the same labels
+        index = int(path.rsplit("/", 1)[1].split(".")[0])
+        assert label == int(memory.labels[index])
+        assert np.array_equal(np.asarray(folder.loader(path))[..., 0], memory.images[index, :, :, 0].numpy())
+    assert len(ImageFolder(str(tmp_path / "val"))) == 4 and (tmp_path / "task.json").is_file()

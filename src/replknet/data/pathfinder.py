@@ -29,10 +29,13 @@ Sample ``i`` of a split is rendered from ``numpy.random.default_rng((seed, 300 +
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,12 +44,14 @@ from torch.utils.data import Dataset
 __all__ = [
     "PATHFINDER_CLASSES",
     "PATHFINDER_PRESETS",
+    "PATHFINDER_DIFFICULTY",
     "PathfinderConfig",
     "PathfinderScene",
     "pathfinder_config",
     "render_pathfinder",
     "Pathfinder",
     "cached_pathfinder",
+    "write_pathfinder_folder",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -67,8 +72,8 @@ class PathfinderConfig:
     # arc length of every path (marked or distractor); must exceed max_distance
     path_length: float = 56.0
     # the two markers are min_distance..max_distance apart; every path's two ends are too
-    min_distance: float = 28.0
-    max_distance: float = 44.0
+    min_distance: float = 32.0
+    max_distance: float = 48.0
     distance_bins: int = 8
     # extra unmarked paths besides the two every image has
     num_distractors: int = 1
@@ -111,27 +116,42 @@ class PathfinderConfig:
         return dataclasses.asdict(self)
 
 
-# Named settings. The distances are the point: a model whose receptive field is narrower than min_distance
-# never sees both markers. "short" keeps the markers close (any small network sees both), "long" puts them
-# at least 28 px apart on a 64 px image (wider than the 19 px receptive field of the local control model, docs/study.md).
+# Named settings. The distances are the point. "short" keeps the markers 9-13 px apart (any small network sees
+# both); "long" puts their centres at least 32 px apart on a 64 px image, so two marker pixels are at least
+# 32 - 2 x 2.5 = 27 px apart: farther than any two pixels of a 19 x 19 window (18 sqrt 2 = 25.5 px), the receptive
+# field of the local control model of docs/study.md.
 PATHFINDER_PRESETS: dict[str, dict] = {
     "short": dict(
         image_size=64, path_length=16.0, min_distance=9.0, max_distance=13.0, segment_length=2.7, gap_length=1.0
     ),
-    "long": dict(image_size=64, path_length=56.0, min_distance=28.0, max_distance=44.0),
+    "long": dict(image_size=64, path_length=56.0, min_distance=32.0, max_distance=48.0),
 }
 
 
-def pathfinder_config(preset: str | None = None, **overrides) -> PathfinderConfig:
-    """A ``PathfinderConfig`` from a named preset (``short``, ``long``; default ``long``) and field overrides."""
+# Difficulty: how hard it is to follow a path, at the same distances. 0: solid lines, no distractor (the two
+# paths every image needs); 1: dashed; 2: dashed with one distractor path; 3: two distractors.
+PATHFINDER_DIFFICULTY: dict[int, dict] = {
+    0: dict(gap_length=0.0, num_distractors=0),
+    1: dict(gap_length=1.5, num_distractors=0),
+    2: dict(gap_length=1.5, num_distractors=1),
+    3: dict(gap_length=1.5, num_distractors=2),
+}
+
+
+def pathfinder_config(preset: str | None = None, difficulty: int | None = None, **overrides) -> PathfinderConfig:
+    """A ``PathfinderConfig`` from a preset (``short``, ``long``; default ``long``), a difficulty level (0-3,
+    default: the dataclass's, 2) and field overrides (applied last)."""
     preset = preset or "long"
     if preset not in PATHFINDER_PRESETS:
         raise ValueError(f"unknown Pathfinder preset {preset!r}; presets: {sorted(PATHFINDER_PRESETS)}")
+    if difficulty is not None and difficulty not in PATHFINDER_DIFFICULTY:
+        raise ValueError(f"unknown Pathfinder difficulty {difficulty!r}; levels: {sorted(PATHFINDER_DIFFICULTY)}")
     names = {f.name for f in dataclasses.fields(PathfinderConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"unknown Pathfinder option(s) {unknown}; options: {sorted(names)}")
-    return PathfinderConfig(**{**PATHFINDER_PRESETS[preset], **overrides}).validate()
+    level = PATHFINDER_DIFFICULTY[difficulty] if difficulty is not None else {}
+    return PathfinderConfig(**{**PATHFINDER_PRESETS[preset], **level, **overrides}).validate()
 
 
 @dataclass
@@ -428,3 +448,34 @@ def cached_pathfinder(split: str, num_samples: int, config: PathfinderConfig, se
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = Pathfinder(split, num_samples, config, seed)
     return _CACHE[key]
+
+
+def write_pathfinder_folder(
+    out_dir: str | os.PathLike,
+    config: PathfinderConfig | None = None,
+    seed: int = 0,
+    split_sizes: dict[str, int] | None = None,
+) -> dict[str, int]:
+    """Write the task as an ImageFolder: ``out_dir/<split>/{connected,disconnected}/<index>.png`` (grey PNGs)
+    plus ``out_dir/task.json`` (the generator settings), so any ImageFolder tool trains on it.
+
+    Returns:
+        the number of images written per split.
+    """
+    from PIL import Image
+
+    config = (config or pathfinder_config()).validate()
+    sizes = dict(split_sizes or {"train": 8000, "val": 2000})
+    root = Path(out_dir)
+    written = {}
+    for split, count in sizes.items():
+        data = Pathfinder(split, count, config, seed)
+        for name in PATHFINDER_CLASSES:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+        for index in range(len(data)):
+            name = PATHFINDER_CLASSES[int(data.labels[index])]
+            Image.fromarray(data.images[index, :, :, 0].numpy()).save(root / split / name / f"{index:06d}.png")
+        written[split] = len(data)
+        _logger.info("wrote %d %s images to %s", len(data), split, root / split)
+    (root / "task.json").write_text(json.dumps({"task": "pathfinder", "seed": seed, **config.to_dict()}, indent=1))
+    return written
