@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reparam": ("reparam", "fuse a training-form checkpoint or run and save the deploy form, checked"),
     "export": ("export", "export the fused model to ONNX or TorchScript (dynamic batch), checked"),
     "bench": ("bench", "params, MACs and images/s of RepLKNet (or a run's model) next to timm peers"),
+    "study": ("study", "the paper's guidelines as experiments: arms x seeds on tasks where receptive field decides"),
 }
 
 

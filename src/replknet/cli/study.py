@@ -1,0 +1,84 @@
+"""`replknet study NAME`: the paper's guidelines as experiments (arms x seeds), with the paper's numbers beside."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", metavar="NAME", help="the study to run (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the studies and exit")
+    parser.add_argument(
+        "--quick", action="store_true", help="the small version: at most ~15 minutes on 2 CPU cores (docs/study.md)"
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm: 0..N-1 (default 3)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="run on your data: an ImageFolder (train/, val/) for classification and/or a segmentation folder "
+        "(images/, annotations/, classes.json); repeat for a study with both tasks",
+    )
+    parser.add_argument("--output", metavar="DIR", help="output folder (default runs/study/NAME[-quick])")
+    parser.add_argument("--image-size", type=int, help="override every task's image size")
+    parser.add_argument("--json", metavar="PATH", help="also write the results JSON here ('-': standard output)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads per process")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def _list() -> int:
+    from replknet.study import STUDIES, TASKS
+
+    width = max(len(name) for name in STUDIES)
+    for name, study in STUDIES.items():
+        arms = ", ".join(arm.label for arm in study.arms)
+        tasks = ", ".join(f"{t} ({TASKS[t].kind})" for t in study.tasks)
+        print(f"{name:<{width}}  guideline {study.guideline}")
+        print(f"{'':<{width}}  paper: {study.claim}")
+        print(f"{'':<{width}}  arms: {arms}; tasks: {tasks}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import sys
+
+    import torch
+
+    from replknet.study import StudyOptions, format_table, run_study
+
+    if args.list:
+        return _list()
+    if not args.name:
+        raise ValueError("give a study NAME (replknet study --list shows them)")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = StudyOptions(
+        quick=args.quick,
+        seeds=tuple(range(args.seeds)),
+        output=args.output,
+        data=tuple(args.data),
+        image_size=args.image_size,
+        device=args.device,
+        progress=not args.no_progress,
+        command="replknet study " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["study"] else sys.argv[1:]),
+    )
+    results = run_study(args.name, options, log=lambda message: print(message, flush=True))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
+        return 0
+    if args.json == "-":
+        print(json.dumps(results, indent=2))
+    else:
+        print()
+        print(format_table(results))
+        print(f"\nwrote results.json, results.csv, summary.csv and plots to {options.out_dir(args.name)}")
+        if args.json:
+            from replknet.study.results import write_json_atomic
+
+            write_json_atomic(args.json, results)
+    return 0

@@ -1,0 +1,193 @@
+"""`replknet study`: statistics, the results schema, every study's plumbing on tiny settings, resume, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from replknet.study import STUDIES, TASKS, StudyOptions, format_table, get_study, run_study, summarize
+from replknet.study.results import paired_difference, validate_results
+
+# Budgets small enough for a test: 32 px images, a handful of samples, one epoch / two iterations.
+TINY = {
+    "pathfinder": dataclasses.replace(
+        TASKS["pathfinder"],
+        options={"preset": "short"},
+        quick=dict(image_size=32, train_size=16, val_size=8, epochs=1, batch_size=8, lr=1e-3),
+    ),
+    "longrange": dataclasses.replace(
+        TASKS["longrange"],
+        options={"num_regions": 2, "min_region_fraction": 0.2},
+        quick=dict(image_size=32, train_size=8, val_size=4, iterations=2, batch_size=4, lr=1e-3),
+    ),
+    "shapes": dataclasses.replace(
+        TASKS["shapes"], quick=dict(image_size=32, train_size=20, val_size=10, epochs=1, batch_size=10, lr=1e-3)
+    ),
+    "timing": dataclasses.replace(TASKS["timing"], quick=dict(image_size=32, batch_size=1, rounds=1)),
+}
+TINY["pathfinder_short"] = dataclasses.replace(TINY["pathfinder"], name="pathfinder_short")
+
+
+def _options(tmp_path, name="run", seeds=(0,), **changes) -> StudyOptions:
+    return StudyOptions(quick=True, seeds=seeds, output=str(tmp_path / name), progress=False, tasks=TINY, **changes)
+
+
+def test_summarize_and_paired_difference_known_numbers():
+    summary = summarize([1.0, 2.0, 3.0])
+    assert summary["n"] == 3 and summary["mean"] == 2.0 and summary["std"] == 1.0
+    half = 4.303 / math.sqrt(3)  # t(0.975, 2 dof) * std / sqrt(n)
+    assert summary["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
+    assert summarize([5.0]) == {"n": 1, "mean": 5.0, "std": 0.0, "ci95": None}
+    assert summarize([])["mean"] is None
+    diff = paired_difference({0: 10.0, 1: 12.0, 2: 11.0}, {0: 9.0, 1: 9.0, 3: 0.0})  # seed 2/3 unpaired
+    assert diff["seeds"] == [0, 1] and diff["per_seed"] == [1.0, 3.0]
+    assert diff["mean"] == 2.0 and diff["std"] == pytest.approx(math.sqrt(2))
+
+
+def test_every_study_is_defined_consistently():
+    for name, study in STUDIES.items():
+        assert get_study(name) is study
+        labels = [arm.label for arm in study.arms]
+        assert len(set(labels)) == len(labels), name
+        for comparison in study.comparisons:
+            assert comparison.better in labels and comparison.than in labels and comparison.task in study.tasks
+    with pytest.raises(ValueError, match="unknown study"):
+        get_study("guideline-6")
+
+
+@pytest.fixture(scope="module")
+def shortcut_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    return run_study("shortcut", _options(out, seeds=(0, 1))), out / "run"
+
+
+def test_results_schema_and_files(shortcut_results):
+    results, out = shortcut_results
+    validate_results(results)
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["study"] == "shortcut" and on_disk["setting"] == "quick" and on_disk["seeds"] == [0, 1]
+    arm = on_disk["arms"]["k13"]
+    assert arm["model"] == "mbv2_lk_k13" and arm["metric"] == "top1" and arm["task"] == "pathfinder"
+    assert arm["settings"]["kwargs"] == {"width_multiplier": 0.5} and arm["settings"]["epochs"] == 1
+    assert len(arm["per_seed"]) == 2 and arm["mean"] == pytest.approx(np.mean(arm["per_seed"]))
+    assert arm["std"] == pytest.approx(np.std(arm["per_seed"], ddof=1))
+    first = on_disk["comparisons"][0]
+    assert (first["better"], first["than"], first["paper"]) == ("k13", "k3", 0.77)
+    expected = [a - b for a, b in zip(on_disk["arms"]["k13"]["per_seed"], on_disk["arms"]["k3"]["per_seed"])]
+    assert first["per_seed"] == pytest.approx(expected)
+    assert on_disk["paper"]["imagenet_top1"]["k13_noshortcut"] == 53.98
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0] == "study,task,arm,model,seed,metric,value" and len(rows) == 1 + 4 * 2
+    assert (out / "summary.csv").is_file() and (out / "arms.png").stat().st_size > 1000
+    table = format_table(on_disk)
+    assert "k13 - k3" in table and "0.77" in table
+    for broken in ({**on_disk, "arms": {}}, {k: v for k, v in on_disk.items() if k != "paper"}):
+        with pytest.raises(ValueError):
+            validate_results(broken)
+    bad_mean = json.loads(json.dumps(on_disk))
+    bad_mean["arms"]["k3"]["mean"] += 1.0
+    with pytest.raises(ValueError, match="mean"):
+        validate_results(bad_mean)
+
+
+def test_resume_never_redoes_a_finished_arm_seed(shortcut_results, monkeypatch):
+    from replknet.study import runner
+
+    results, out = shortcut_results
+    calls = []
+    original = runner._RUNNERS["classification"]
+
+    def counting(study, task, arm, seed, run_dir, options):
+        calls.append((arm.label, seed))
+        return original(study, task, arm, seed, run_dir, options)
+
+    monkeypatch.setitem(runner._RUNNERS, "classification", counting)
+    again = run_study("shortcut", StudyOptions(quick=True, seeds=(0, 1), output=str(out), progress=False, tasks=TINY))
+    assert calls == []
+    assert again["arms"]["k3"]["per_seed"] == results["arms"]["k3"]["per_seed"]
+    (out / "runs" / "pathfinder" / "k13" / "seed1" / runner.RUN_RECORD).unlink()
+    rerun = run_study("shortcut", StudyOptions(quick=True, seeds=(0, 1), output=str(out), progress=False, tasks=TINY))
+    assert calls == [("k13", 1)]
+    assert len(rerun["arms"]["k13"]["per_seed"]) == 2
+
+
+@pytest.mark.parametrize("name", ["efficiency", "reparam", "small-maps", "erf", "shape-bias", "calibration"])
+def test_study_plumbing(tmp_path, name):
+    results = run_study(name, _options(tmp_path))
+    validate_results(results)
+    study = get_study(name)
+    assert len(results["arms"]) == sum(arm.runs_on(task) for arm in study.arms for task in study.tasks)
+    for arm in results["arms"].values():
+        assert len(arm["per_seed"]) == 1 and arm["per_seed"][0] is not None
+    if name == "efficiency":
+        extra = results["arms"]["pytorch"]["extra"]
+        assert 0 < results["arms"]["pytorch"]["mean"] < 100 and extra["depthwise_ms"] < extra["total_ms"]
+    if name == "small-maps":
+        extra = results["arms"]["k3@longrange"]["extra"]
+        assert {"far_pixel_accuracy", "far_chance", "near_pixel_accuracy"} <= set(extra)
+        assert extra["far_chance"] == 25.0
+    if name == "erf":
+        extra = results["arms"]["k31"]["extra"]
+        assert len(extra["radial_profile"]) > 10 and extra["radial_profile"][-1] == pytest.approx(1.0)
+        assert (tmp_path / "run" / "erf_profiles.png").is_file()
+        assert (tmp_path / "run" / "runs" / "pathfinder" / "k31" / "seed0" / "erf.npy").is_file()
+    if name == "shape-bias":
+        assert 0.0 <= results["arms"]["k31"]["mean"] <= 1.0
+
+
+@pytest.mark.slow
+def test_downstream_plumbing_two_tasks(tmp_path):
+    results = run_study("downstream", _options(tmp_path))
+    validate_results(results)
+    assert set(results["task"]) == {"pathfinder", "longrange"}
+    assert "k31@longrange" in results["arms"] and results["arms"]["k31@longrange"]["metric"] == "miou"
+    paper = {(c["better"], c["than"]): c["paper"] for c in results["comparisons"]}
+    assert paper[("k31@longrange", "k3@longrange")] == 3.12 and paper[("mbv2_k9@pathfinder", "mbv2_k3@pathfinder")]
+
+
+def test_user_data_folders(tmp_path):
+    from replknet.data.synthetic import write_image_folder
+
+    write_image_folder(tmp_path / "shapes", image_size=32, split_sizes={"train": 20, "val": 10, "cue_conflict": 10})
+    results = run_study("shape-bias", _options(tmp_path, data=(str(tmp_path / "shapes"),)))
+    assert results["task"]["shapes"]["data"] == str(tmp_path / "shapes")
+    assert 0.0 <= results["arms"]["k3"]["per_seed"][0] <= 1.0
+    with pytest.raises(ValueError, match="segmentation folder"):
+        run_study("small-maps", _options(tmp_path, name="x", data=(str(tmp_path / "shapes"),)))
+    with pytest.raises(ValueError, match="neither an ImageFolder"):
+        run_study("shortcut", _options(tmp_path, name="y", data=(str(tmp_path),)))
+
+
+def test_cli_list_and_errors(capsys):
+    from replknet.cli.main import main
+
+    assert main(["study", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("efficiency", "shortcut", "reparam", "downstream", "small-maps", "erf", "shape-bias"):
+        assert name in listed
+    assert main(["study", "guideline-6"]) == 2
+    assert "unknown study" in capsys.readouterr().err
+
+
+def test_calibration_local_model_receptive_field_is_19_px():
+    """The local control's feature units see 19 x 19 pixels (stem 3x3/2, dw 3x3, 1x1, dw 3x3/2, one 3x3 block):
+    the union of input-gradient supports over random inputs stays inside that square and fills it."""
+    import torch
+
+    import replknet
+    from replknet.study.definitions import CALIBRATION
+
+    arm = CALIBRATION.arm("local")
+    model = replknet.create_model(arm.model, num_classes=2, **arm.kwargs).eval()
+    x = torch.randn(8, 3, 64, 64, requires_grad=True)
+    features = model.forward_features(x)  # (8, C, 16, 16), stride 4
+    features[:, :, 8, 8].abs().sum().backward()
+    support = (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero()
+    low, high = support.min(dim=0).values.tolist(), support.max(dim=0).values.tolist()
+    assert [h - lo + 1 for lo, h in zip(low, high)] == [19, 19]
+    # Two marker pixels of the long setting are >= 32 - 2 x 2.5 = 27 px apart; two pixels of a 19 x 19 window <= 18 sqrt 2.
+    assert 18 * math.sqrt(2) < 32 - 2 * 2.5
