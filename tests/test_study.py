@@ -191,3 +191,40 @@ def test_calibration_local_model_receptive_field_is_19_px():
     assert [h - lo + 1 for lo, h in zip(low, high)] == [19, 19]
     # Two marker pixels of the long setting are >= 32 - 2 x 2.5 = 27 px apart; two pixels of a 19 x 19 window <= 18 sqrt 2.
     assert 18 * math.sqrt(2) < 32 - 2 * 2.5
+
+
+STUDY_WORKER = """
+import dataclasses, json, sys
+import torch
+torch.set_num_threads(1)
+from replknet.study import TASKS, StudyOptions, run_study
+
+tiny = {
+    "pathfinder": dataclasses.replace(TASKS["pathfinder"], options={"preset": "short"},
+        quick=dict(image_size=32, train_size=16, val_size=8, epochs=1, batch_size=8, lr=1e-3)),
+    "longrange": dataclasses.replace(TASKS["longrange"], options={"num_regions": 2, "min_region_fraction": 0.2},
+        quick=dict(image_size=32, train_size=8, val_size=4, iterations=2, batch_size=4, lr=1e-3)),
+}
+options = StudyOptions(quick=True, seeds=(0,), output=sys.argv[1], progress=False, device="cpu", tasks=tiny)
+run_study("small-maps", options)
+"""
+
+
+@pytest.mark.slow
+def test_study_under_torchrun_two_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(STUDY_WORKER)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*command, str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = validate_results(json.loads((tmp_path / "out" / "results.json").read_text()))
+    assert results["processes"] == 2 and len(results["arms"]) == 6
+    record = json.loads((tmp_path / "out" / "runs" / "longrange" / "last13" / "seed0" / "study_run.json").read_text())
+    assert record["processes"] == 2 and record["value"] is not None and "far_pixel_accuracy" in record["extra"]
+    config = json.loads((tmp_path / "out" / "runs" / "pathfinder" / "k3" / "seed0" / "config.json").read_text())
+    assert config["batch_size"] == 4 and config["recipe_batch"] == 8  # the global batch of 8 split over 2
