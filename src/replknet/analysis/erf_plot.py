@@ -10,7 +10,14 @@ import numpy as np
 
 from replknet.analysis.erf import AreaRatio, RadialProfile, log_normalize
 
-__all__ = ["erf_colormap", "plot_erf", "plot_erf_comparison", "draw_radial_profiles", "plot_radial_profiles"]
+__all__ = [
+    "erf_colormap",
+    "plot_erf",
+    "plot_erf_comparison",
+    "decades_below_peak",
+    "draw_radial_profiles",
+    "plot_radial_profiles",
+]
 
 
 def erf_colormap():
@@ -113,12 +120,23 @@ def plot_radial_profiles(
     return path
 
 
+def decades_below_peak(contribution: np.ndarray, decades: float = 3.0) -> np.ndarray:
+    """``log10(map / max)`` clipped to ``[-decades, 0]``: a scale on which a faint wide tail stays visible."""
+    data = np.asarray(contribution, dtype=np.float64)
+    peak = data.max()
+    if not np.isfinite(peak) or peak <= 0:
+        raise ValueError(f"cannot scale a contribution map whose maximum is {peak}")
+    with np.errstate(divide="ignore"):
+        return np.clip(np.log10(data / peak), -decades, 0.0)
+
+
 def plot_erf_comparison(
     maps: Mapping[str, np.ndarray],
     path: str | os.PathLike,
     ratios: Mapping[str, Sequence[AreaRatio]] | None = None,
     title: str | None = None,
     profiles: Mapping[str, RadialProfile] | None = None,
+    decades: float | None = None,
 ) -> Path:
     """Side-by-side heatmaps of several models on one colour scale, like the paper's ERF figure.
 
@@ -129,6 +147,9 @@ def plot_erf_comparison(
         title: figure title.
         profiles: model label -> its radial profile, drawn in one more panel on the right (see
             ``draw_radial_profiles``).
+        decades: also draw each map as ``log10(map / max)`` over this many decades, in a second row. NOTE: not
+            in the paper; on maps whose raw values are far below 1 (random-init models) the official
+            ``log10(x + 1)`` scale is nearly linear and shows only the peak, this one shows the tail too.
     """
     from matplotlib.figure import Figure
 
@@ -136,13 +157,12 @@ def plot_erf_comparison(
         raise ValueError("plot_erf_comparison needs at least one map")
     count = len(maps)
     extra = 1 if profiles else 0
-    figure = Figure(figsize=(3.2 * count + 0.8 + 4.2 * extra, 3.9), dpi=100, layout="constrained")
+    rows = 2 if decades else 1
+    figure = Figure(figsize=(3.2 * count + 0.8 + 4.2 * extra, 3.9 * rows), dpi=100, layout="constrained")
+    grid = figure.add_gridspec(rows, count + extra, width_ratios=[1.0] * count + [1.35] * extra)
+    axes_list = [figure.add_subplot(grid[0, i]) for i in range(count)]
     if extra:
-        grid = figure.add_gridspec(1, count + 1, width_ratios=[1.0] * count + [1.35])
-        axes_list = [figure.add_subplot(grid[0, i]) for i in range(count)]
-        draw_radial_profiles(figure.add_subplot(grid[0, count]), profiles)
-    else:
-        axes_list = figure.subplots(1, count, squeeze=False)[0]
+        draw_radial_profiles(figure.add_subplot(grid[:, count]), profiles)
     image = None
     for axes, (label, contribution) in zip(axes_list, maps.items()):
         image = axes.imshow(log_normalize(contribution), cmap=erf_colormap(), vmin=0.0, vmax=1.0)
@@ -152,7 +172,15 @@ def plot_erf_comparison(
         if ratios and label in ratios:
             caption = [r for r in ratios[label] if r.threshold in (0.2, 0.99)] or list(ratios[label])
             axes.set_xlabel(_ratio_caption(caption), fontsize=8)
-    figure.colorbar(image, ax=list(axes_list), fraction=0.03, pad=0.01)
+    figure.colorbar(image, ax=list(axes_list), fraction=0.03, pad=0.01, label="log10(x+1) / max")
+    if decades:
+        lower = [figure.add_subplot(grid[1, i]) for i in range(count)]
+        for axes, (label, contribution) in zip(lower, maps.items()):
+            image = axes.imshow(decades_below_peak(contribution, decades), cmap="magma", vmin=-decades, vmax=0.0)
+            axes.set_xticks([])
+            axes.set_yticks([])
+            axes.set_title(f"{label}: decades below the peak", fontsize=9)
+        figure.colorbar(image, ax=lower, fraction=0.03, pad=0.01, label="log10(x / max)")
     if title:
         figure.suptitle(title, fontsize=12)
     path = Path(path)

@@ -186,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
             ratios=ratios,
             title=f"ERF, {count} images at {size}x{size}",
             profiles=profiles,
+            decades=3.0,
         )
     print(f"wrote maps (.npy), {'figures (.png), ' if not args.no_plots else ''}area_ratios.json/.csv to {out}")
     return 0
