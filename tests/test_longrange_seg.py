@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from replknet.data.longrange_seg import (
+    CUE_COLORS,
     LONGRANGE_CLASSES,
     LongRangeSegConfig,
     LongRangeSegmentation,
@@ -21,8 +22,8 @@ from replknet.data.longrange_seg import (
 
 
 def _cue_squares(image: np.ndarray, size: int) -> list[tuple[int, int]]:
-    """Top-left corners of the white cue squares, found from the pixels: a size x size window whose border ring
-    is pure white (the region textures stay far below white at contrast 0.2 around colours <= 0.85 + noise)."""
+    """Top-left corners of the cue squares, found from the pixels: a size x size window whose border ring is pure
+    white (region textures stay far below white: values <= 0.8 + contrast 0.15 + noise)."""
     white = (image.min(axis=-1) > 235).astype(np.int64)
     ring = np.ones((size, size), dtype=bool)
     ring[1:-1, 1:-1] = False
@@ -44,10 +45,15 @@ def test_each_region_has_one_cue_naming_its_label(preset):
         assert len(corners) == config.num_regions
         regions_seen = set()
         for top, left in corners:
-            square = image[top : top + config.cue_size, left : left + config.cue_size].min(axis=-1) < 128
+            patch = image[top : top + config.cue_size, left : left + config.cue_size].astype(np.float64) / 255
             classes = np.unique(label[top : top + config.cue_size, left : left + config.cue_size])
             assert len(classes) == 1  # the cue lies inside one region
-            assert np.array_equal(square, glyph(int(classes[0]), config.cue_size))  # and its glyph names the class
+            mark = glyph(int(classes[0]), config.cue_size)
+            assert np.array_equal(patch.max(axis=-1) < 0.5, mark)  # its black glyph names the class
+            inside = np.zeros_like(mark)
+            inside[1:-1, 1:-1] = True
+            colour = patch[inside & ~mark].mean(axis=0)  # and so does its colour
+            assert np.abs(colour - np.array(CUE_COLORS[int(classes[0])])).max() < 0.1
             regions_seen.add((top, left))
             assert (distance[top : top + config.cue_size, left : left + config.cue_size] == 0).all()
         assert len(regions_seen) == config.num_regions
@@ -106,13 +112,13 @@ def test_errors_name_the_problem(tmp_path):
     from replknet.seg.data import dataset_spec
 
     with pytest.raises(ValueError, match="cue_size"):
-        LongRangeSegConfig(cue_size=6).validate()
+        LongRangeSegConfig(cue_size=8).validate()
     with pytest.raises(ValueError, match="unknown long-range"):
         longrange_config("long", regions=3)
     with pytest.raises(FileNotFoundError, match="classes.json"):
         dataset_spec("folder", tmp_path)
     with pytest.raises(ValueError, match="glyph label"):
-        glyph(4, 7)
+        glyph(4, 9)
 
 
 def test_synth_cli_writes_a_segmentation_folder(tmp_path):
