@@ -56,10 +56,10 @@ def _pixel_connectivity(image: np.ndarray) -> tuple[bool, int]:
     return bool(ids[0] & ids[1]), 2
 
 
-@pytest.mark.parametrize("preset", ["short", "long"])
-def test_labels_agree_with_pixel_connectivity(preset):
-    config = pathfinder_config(preset)
-    for index in range(24):
+@pytest.mark.parametrize("preset, difficulty", [("short", 1), ("long", 0), ("long", 3)])
+def test_labels_agree_with_pixel_connectivity(preset, difficulty):
+    config = pathfinder_config(preset, difficulty)
+    for index in range(16):
         label = index % 2
         image, scene = render_pathfinder(label, config, np.random.default_rng((7, index)))
         connected, found = _pixel_connectivity(image)
@@ -69,7 +69,7 @@ def test_labels_agree_with_pixel_connectivity(preset):
 
 
 def test_every_path_has_far_ends_and_markers_sit_on_ends():
-    config = pathfinder_config("long")
+    config = pathfinder_config("long", 2)
     for index in range(20):
         _, scene = render_pathfinder(index % 2, config, np.random.default_rng((3, index)))
         for path in scene.paths:
@@ -118,7 +118,9 @@ def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="max_distance"):
         PathfinderConfig(path_length=20, max_distance=30).validate()
     with pytest.raises(ValueError, match="clearance"):
-        PathfinderConfig(clearance=2.0).validate()
+        PathfinderConfig(gap_length=1.5, clearance=2.5).validate()
+    with pytest.raises(ValueError, match="difficulty"):
+        pathfinder_config("long", 4)
     with pytest.raises(ValueError, match="unknown Pathfinder option"):
         pathfinder_config("long", colour="red")
     with pytest.raises(ValueError, match="unknown Pathfinder preset"):

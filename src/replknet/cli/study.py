@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="the small version: at most ~15 minutes on 2 CPU cores (docs/study.md)"
     )
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm: 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, help="seeds per arm: 0..N-1 (default 3; 2 with --quick)")
     parser.add_argument(
         "--data",
         action="append",
@@ -54,13 +54,14 @@ def run(args: argparse.Namespace) -> int:
         return _list()
     if not args.name:
         raise ValueError("give a study NAME (replknet study --list shows them)")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    seeds = args.seeds if args.seeds is not None else (2 if args.quick else 3)
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
     if args.threads:
         torch.set_num_threads(args.threads)
     options = StudyOptions(
         quick=args.quick,
-        seeds=tuple(range(args.seeds)),
+        seeds=tuple(range(seeds)),
         output=args.output,
         data=tuple(args.data),
         image_size=args.image_size,

@@ -65,23 +65,24 @@ _SPLIT_IDS = {"train": 300, "val": 301, "cue_conflict": 302}
 class PathfinderConfig:
     """How Pathfinder images are drawn. All lengths in pixels of the final image.
 
-    The defaults are the built-in ``long`` setting at 64 px (see ``PATHFINDER_PRESETS`` for the reasons).
+    The defaults are the built-in ``long`` setting at 64 px, difficulty 0 (see ``PATHFINDER_PRESETS`` and
+    ``PATHFINDER_DIFFICULTY`` for the reasons).
     """
 
     image_size: int = 64
     # arc length of every path (marked or distractor); must exceed max_distance
-    path_length: float = 56.0
+    path_length: float = 46.0
     # the two markers are min_distance..max_distance apart; every path's two ends are too
     min_distance: float = 32.0
-    max_distance: float = 48.0
+    max_distance: float = 44.0
     distance_bins: int = 8
     # extra unmarked paths besides the two every image has
-    num_distractors: int = 1
+    num_distractors: int = 0
     # each path is made of segments of this length, turning by up to max_turn radians between segments
     segment_length: float = 4.0
-    max_turn: float = 0.9
+    max_turn: float = 0.6
     # blank length at the end of each segment (0: a solid line)
-    gap_length: float = 1.5
+    gap_length: float = 0.0
     line_width: float = 1.5
     marker_radius: float = 2.5
     # paths keep at least this distance from each other (and from the other markers)
@@ -117,14 +118,15 @@ class PathfinderConfig:
 
 
 # Named settings. The distances are the point. "short" keeps the markers 9-13 px apart (any small network sees
-# both); "long" puts their centres at least 32 px apart on a 64 px image, so two marker pixels are at least
+# both); "long" puts their centres 32-44 px apart on a 64 px image, so two marker pixels are at least
 # 32 - 2 x 2.5 = 27 px apart: farther than any two pixels of a 19 x 19 window (18 sqrt 2 = 25.5 px), the receptive
-# field of the local control model of docs/study.md.
+# field of the local control model of docs/study.md. Its paths turn by up to 0.6 rad per 4 px (a global-view
+# reference learnt them faster than the 0.9 rad ones, at the same distances; docs/study.md "Calibration").
 PATHFINDER_PRESETS: dict[str, dict] = {
     "short": dict(
-        image_size=64, path_length=16.0, min_distance=9.0, max_distance=13.0, segment_length=2.7, gap_length=1.0
+        image_size=64, path_length=16.0, min_distance=9.0, max_distance=13.0, segment_length=2.7, max_turn=0.9
     ),
-    "long": dict(image_size=64, path_length=56.0, min_distance=32.0, max_distance=48.0),
+    "long": dict(image_size=64, path_length=46.0, min_distance=32.0, max_distance=44.0, max_turn=0.6),
 }
 
 
@@ -139,8 +141,8 @@ PATHFINDER_DIFFICULTY: dict[int, dict] = {
 
 
 def pathfinder_config(preset: str | None = None, difficulty: int | None = None, **overrides) -> PathfinderConfig:
-    """A ``PathfinderConfig`` from a preset (``short``, ``long``; default ``long``), a difficulty level (0-3,
-    default: the dataclass's, 2) and field overrides (applied last)."""
+    """A ``PathfinderConfig`` from a preset (``short``, ``long``; default ``long``), a difficulty level (0-3;
+    default 0, the dataclass's) and field overrides (applied last)."""
     preset = preset or "long"
     if preset not in PATHFINDER_PRESETS:
         raise ValueError(f"unknown Pathfinder preset {preset!r}; presets: {sorted(PATHFINDER_PRESETS)}")
