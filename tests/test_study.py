@@ -226,5 +226,5 @@ def test_study_under_torchrun_two_processes(tmp_path):
     assert results["processes"] == 2 and len(results["arms"]) == 6
     record = json.loads((tmp_path / "out" / "runs" / "longrange" / "last13" / "seed0" / "study_run.json").read_text())
     assert record["processes"] == 2 and record["value"] is not None and "far_pixel_accuracy" in record["extra"]
-    config = json.loads((tmp_path / "out" / "runs" / "pathfinder" / "k3" / "seed0" / "config.json").read_text())
-    assert config["batch_size"] == 4 and config["recipe_batch"] == 8  # the global batch of 8 split over 2
+    run = json.loads((tmp_path / "out" / "runs" / "pathfinder" / "k3" / "seed0" / "config.json").read_text())
+    assert run["training"]["batch_size"] == 4 and run["training"]["recipe_batch"] == 8  # global batch 8 over 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from replknet.cli import _common as common
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="the study to run (see --list)")
@@ -11,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="the small version: at most ~15 minutes on 2 CPU cores (docs/study.md)"
     )
-    parser.add_argument("--seeds", type=int, help="seeds per arm: 0..N-1 (default 3; 2 with --quick)")
+    parser.add_argument("--seeds", type=common.positive_int, help="seeds per arm: 0..N-1 (default 3; 2 with --quick)")
     parser.add_argument(
         "--data",
         action="append",
@@ -20,12 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run on your data: an ImageFolder (train/, val/) for classification and/or a segmentation folder "
         "(images/, annotations/, classes.json); repeat for a study with both tasks",
     )
-    parser.add_argument("--output", metavar="DIR", help="output folder (default runs/study/NAME[-quick])")
-    parser.add_argument("--image-size", type=int, help="override every task's image size")
-    parser.add_argument("--json", metavar="PATH", help="also write the results JSON here ('-': standard output)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads per process")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="output folder (default runs/study/NAME[-quick]); rerunning into it resumes and never redoes a "
+        "finished arm-seed",
+    )
+    common.add_image_size(parser, "override every task's image size", square_only=True)
+    common.add_json(parser, "the results (results.json's content)")
+    common.add_threads(parser)
+    common.add_progress(parser)
+    common.add_device(parser)
 
 
 def _list() -> int:
@@ -42,11 +49,8 @@ def _list() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import os
     import sys
-
-    import torch
 
     from replknet.study import StudyOptions, format_table, run_study
 
@@ -55,31 +59,23 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:
         raise ValueError("give a study NAME (replknet study --list shows them)")
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 3)
-    if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.check_json_output(args.json)
+    device = common.setup_torch(args)
     options = StudyOptions(
         quick=args.quick,
         seeds=tuple(range(seeds)),
         output=args.output,
         data=tuple(args.data),
         image_size=args.image_size,
-        device=args.device,
+        device=str(device),
         progress=not args.no_progress,
         command="replknet study " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["study"] else sys.argv[1:]),
     )
-    results = run_study(args.name, options, log=lambda message: print(message, flush=True))
+    results = run_study(args.name, options, log=lambda message: common.say(args, message))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
         return 0
-    if args.json == "-":
-        print(json.dumps(results, indent=2))
-    else:
-        print()
-        print(format_table(results))
-        print(f"\nwrote results.json, results.csv, summary.csv and plots to {options.out_dir(args.name)}")
-        if args.json:
-            from replknet.study.results import write_json_atomic
-
-            write_json_atomic(args.json, results)
+    common.say(args, "")
+    common.say(args, format_table(results))
+    common.say(args, f"\nwrote results.json, results.csv, summary.csv and plots to {options.out_dir(args.name)}")
+    common.write_json(results, args.json)
     return 0

@@ -19,6 +19,7 @@ a finished run: a new run there is refused unless ``overwrite``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
