@@ -131,7 +131,9 @@ def test_study_plumbing(tmp_path, name):
         assert {"far_pixel_accuracy", "far_chance", "near_pixel_accuracy"} <= set(extra)
         assert extra["far_chance"] == 25.0
     if name == "erf":
+        assert results["arms"]["k31"]["metric"] == "erf_area_ratio_t50"
         extra = results["arms"]["k31"]["extra"]
+        assert extra["area_ratio_percent"]["t50"] == pytest.approx(results["arms"]["k31"]["mean"])
         assert len(extra["radial_profile"]) > 10 and extra["radial_profile"][-1] == pytest.approx(1.0)
         assert (tmp_path / "run" / "erf_profiles.png").is_file()
         assert (tmp_path / "run" / "runs" / "pathfinder" / "k31" / "seed0" / "erf.npy").is_file()

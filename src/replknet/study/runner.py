@@ -158,6 +158,11 @@ def _split_batch(batch: int, world: int) -> int:
     return batch // world
 
 
+def metric_of(study: Study, task: Task) -> str:
+    """What the study reports per arm on ``task``: the task's metric, or what the analysis after training measures."""
+    return "erf_area_ratio_t50" if study.analysis == "erf" else task.metric
+
+
 # ---------------------------------------------------------------------------------------------- one run each
 def _classification_config(study: Study, task: Task, arm: Arm, seed: int, run_dir: Path, options: StudyOptions):
     from replknet.train import get_preset
@@ -464,7 +469,7 @@ def _run_one(study: Study, task: Task, arm: Arm, seed: int, run_dir: Path, optio
         model=arm.model,
         kwargs=arm.to_dict()["kwargs"],
         seed=seed,
-        metric=task.metric,
+        metric=metric_of(study, task),
         setting="quick" if options.quick else "full",
         wall_seconds=time.perf_counter() - wall,
         cpu_seconds=time.process_time() - cpu,
@@ -515,7 +520,7 @@ def run_study(name: str, options: StudyOptions | None = None, log: Callable[[str
                         write_json_atomic(path, record)
                         records.append(record)
                         log(
-                            f"[{count}/{total}] {task.name} {arm.label} seed {seed}: {task.metric} "
+                            f"[{count}/{total}] {task.name} {arm.label} seed {seed}: {metric_of(study, task)} "
                             f"{_fmt(record['value'])} ({record['wall_seconds']:.0f} s)"
                         )
         results = build_results(study, tasks, records, options, world)
@@ -555,7 +560,7 @@ def build_results(study: Study, tasks: dict[str, Task], records: list[dict], opt
                 "task": task.name,
                 "settings": {"kwargs": arm.to_dict()["kwargs"], **arm.settings, **budget},
                 "note": arm.note,
-                "metric": task.metric,
+                "metric": metric_of(study, task),
                 "seeds": seeds,
                 "per_seed": per_seed,
                 "mean": summary["mean"],
@@ -576,7 +581,7 @@ def build_results(study: Study, tasks: dict[str, Task], records: list[dict], opt
                 "better": arm_key(comparison.better, comparison.task, multi),
                 "than": arm_key(comparison.than, comparison.task, multi),
                 "task": comparison.task,
-                "metric": tasks[comparison.task].metric,
+                "metric": metric_of(study, tasks[comparison.task]),
                 **diff,
                 "paper": comparison.paper,
                 "paper_note": comparison.paper_note,
@@ -594,7 +599,7 @@ def build_results(study: Study, tasks: dict[str, Task], records: list[dict], opt
                 "kind": task.kind,
                 "data": task.data,
                 "options": task.options,
-                "metric": task.metric,
+                "metric": metric_of(study, task),
                 "budget": task.budget(options.quick),
                 "description": task.description,
             }
