@@ -45,9 +45,11 @@ RUN_RECORD = "study_run.json"
 # Segmentation: pixels at least this far (Chebyshev, px) from their own cue. A model whose receptive field is at
 # most 2 * FAR_DISTANCE + 1 px wide is provably at chance on them (replknet.data.longrange_seg).
 FAR_DISTANCE = 16
-# ERF: 64 px task images are padded to 96 px (background value) so that the 3x3 stride-32 map has a centre
-# pixel whose receptive field is centred on the image's centre.
-ERF_SIZE = 96
+# ERF: the 64 px task images are padded with their background to 288 px. At 96 px every arm's map covered the
+# whole input (the tiny bodies' receptive fields are wider than that), which says nothing; 288 = 32 x 9 also gives
+# the stride-32 map a centre pixel whose receptive field is centred on the image's centre, as the paper's 1024 does
+# for its 32 x 32 map only approximately.
+ERF_SIZE = 288
 ERF_IMAGES = {True: 16, False: 50}  # quick, full (the paper averages 50 images)
 
 
