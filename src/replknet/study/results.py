@@ -163,17 +163,22 @@ def format_table(results: dict) -> str:
     """The arms (mean +- std over seeds, then each seed) and the differences, with the paper's number beside."""
     lines = [f"study {results['study']} ({results['setting']}, seeds {results['seeds']}): {results.get('claim', '')}"]
     width = max(len(name) for name in results["arms"]) + 2
-    lines.append(f"{'arm':<{width}}{'metric':<11}{'mean':>8}{'std':>8}   per seed")
+    metric_width = max(len("metric"), *(len(arm["metric"]) for arm in results["arms"].values())) + 2
+    lines.append(f"{'arm':<{width}}{'metric':<{metric_width}}{'mean':>8}{'std':>8}   per seed")
     for name, arm in results["arms"].items():
         per_seed = ", ".join(_fmt(v) for v in arm["per_seed"])
-        lines.append(f"{name:<{width}}{arm['metric']:<11}{_fmt(arm['mean']):>8}{_fmt(arm['std']):>8}   {per_seed}")
+        mean, std = _fmt(arm["mean"]), _fmt(arm["std"])
+        lines.append(f"{name:<{width}}{arm['metric']:<{metric_width}}{mean:>8}{std:>8}   {per_seed}")
     if results["comparisons"]:
+        names = [f"{c['better']} - {c['than']}" for c in results["comparisons"]]
+        name_width = max(len("difference"), *map(len, names)) + 2
+        task_width = max(len("task"), *(len(c["task"]) for c in results["comparisons"])) + 2
         lines.append("")
-        lines.append(f"{'difference':<28}{'task':<12}{'mean':>8}{'std':>8}{'95% CI':>20}   paper")
-        for c in results["comparisons"]:
+        lines.append(f"{'difference':<{name_width}}{'task':<{task_width}}{'mean':>8}{'std':>8}{'95% CI':>20}   paper")
+        for name, c in zip(names, results["comparisons"]):
             ci = "-" if c["ci95"] is None else f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]"
             paper = _fmt(c["paper"]) if c["paper"] is not None else ""
             note = f"{paper} {c.get('paper_note', '')}".strip()
-            name = f"{c['better']} - {c['than']}"
-            lines.append(f"{name:<28}{c['task']:<12}{_fmt(c['mean']):>8}{_fmt(c['std']):>8}{ci:>20}   {note}")
+            mean, std = _fmt(c["mean"]), _fmt(c["std"])
+            lines.append(f"{name:<{name_width}}{c['task']:<{task_width}}{mean:>8}{std:>8}{ci:>20}   {note}")
     return "\n".join(lines)
