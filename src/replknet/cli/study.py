@@ -17,7 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         action="append",
-        default=[],
         metavar="FOLDER",
         help="run on your data: an ImageFolder (train/, val/) for classification and/or a segmentation folder "
         "(images/, annotations/, classes.json); repeat for a study with both tasks",
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         seeds=tuple(range(seeds)),
         output=args.output,
-        data=tuple(args.data),
+        data=tuple(args.data or ()),
         image_size=args.image_size,
         device=str(device),
         progress=not args.no_progress,
