@@ -99,13 +99,13 @@ def test_resume_never_redoes_a_finished_arm_seed(shortcut_results, monkeypatch):
 
     results, out = shortcut_results
     calls = []
-    original = runner._RUNNERS["classification"]
+    original = runner.RUNNERS["classification"]
 
     def counting(study, task, arm, seed, run_dir, options):
         calls.append((arm.label, seed))
         return original(study, task, arm, seed, run_dir, options)
 
-    monkeypatch.setitem(runner._RUNNERS, "classification", counting)
+    monkeypatch.setitem(runner.RUNNERS, "classification", counting)
     again = run_study("shortcut", StudyOptions(quick=True, seeds=(0, 1), output=str(out), progress=False, tasks=TINY))
     assert calls == []
     assert again["arms"]["k3"]["per_seed"] == results["arms"]["k3"]["per_seed"]
