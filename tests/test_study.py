@@ -142,7 +142,6 @@ def test_study_plumbing(tmp_path, name):
         assert 0.0 <= results["arms"]["k31"]["mean"] <= 1.0
 
 
-@pytest.mark.slow
 def test_downstream_plumbing_two_tasks(tmp_path):
     results = run_study("downstream", _options(tmp_path))
     validate_results(results)
