@@ -142,13 +142,31 @@ def test_study_plumbing(tmp_path, name):
         assert 0.0 <= results["arms"]["k31"]["mean"] <= 1.0
 
 
-def test_downstream_plumbing_two_tasks(tmp_path):
+def test_downstream_plumbing_two_tasks(tmp_path, capsys):
+    from replknet.cli.main import main
+
     results = run_study("downstream", _options(tmp_path))
     validate_results(results)
     assert set(results["task"]) == {"pathfinder", "longrange"}
     assert "k31@longrange" in results["arms"] and results["arms"]["k31@longrange"]["metric"] == "miou"
     paper = {(c["better"], c["than"]): c["paper"] for c in results["comparisons"]}
     assert paper[("k31@longrange", "k3@longrange")] == 3.12 and paper[("mbv2_k9@pathfinder", "mbv2_k3@pathfinder")]
+
+    # `replknet eval` / `seg-eval` of an arm's run folder rebuild its built-in task (Pathfinder, or the long-range
+    # segmentation with the run's generator settings) and print the number the run and the study recorded.
+    runs = tmp_path / "run" / "runs"
+    capsys.readouterr()
+    pathfinder_run = str(runs / "pathfinder" / "k31" / "seed0")
+    assert main(["eval", "--checkpoint", pathfinder_run, "--json", "-", "--no-progress"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["data"] == "pathfinder" and metrics["image_size"] == 32 and metrics["images"] == 8
+    assert metrics["top1"] == pytest.approx(metrics["recorded_top1"], abs=1e-6)
+    assert metrics["top1"] == pytest.approx(results["arms"]["k31@pathfinder"]["per_seed"][0], abs=1e-6)
+    longrange_run = str(runs / "longrange" / "k31" / "seed0")
+    assert main(["seg-eval", "--checkpoint", longrange_run, "--json", "-", "--no-progress"]) == 0
+    seg = json.loads(capsys.readouterr().out)
+    assert seg["mIoU"] == pytest.approx(seg["recorded_mIoU"], abs=1e-6)
+    assert 100 * seg["mIoU"] == pytest.approx(results["arms"]["k31@longrange"]["per_seed"][0], abs=1e-4)  # percent
 
 
 def test_user_data_folders(tmp_path):

@@ -10,8 +10,12 @@ from replknet.cli import _common as common
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_checkpoint(parser, required=True, what="a seg-train run folder (or its model.safetensors / last.pth)")
-    parser.add_argument("--dataset", choices=["synthetic", "ade20k", "cityscapes"], help="default: the run's dataset")
-    parser.add_argument("--data-root", help="dataset root for ade20k/cityscapes (default: the run's)")
+    parser.add_argument(
+        "--dataset",
+        choices=["synthetic", "longrange", "folder", "ade20k", "cityscapes"],
+        help="default: the run's dataset (longrange: the run's task settings)",
+    )
+    parser.add_argument("--data-root", help="dataset root for folder/ade20k/cityscapes (default: the run's)")
     parser.add_argument("--split", default="val", choices=["train", "val"], help="split to evaluate")
     parser.add_argument(
         "--mode", choices=["whole", "slide"], help="single-scale inference mode (default: the run's evaluation mode)"
@@ -32,9 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", action="store_true", help="mixed-precision inference")
     common.add_device(parser)
     common.add_threads(parser)
-    parser.add_argument("--image-size", type=common.positive_int, help="synthetic image size (default: the run's)")
-    parser.add_argument("--val-samples", type=common.positive_int, help="synthetic images (default: the run's)")
-    parser.add_argument("--seed", type=int, help="synthetic dataset seed (default: the run's)")
+    parser.add_argument(
+        "--image-size", type=common.positive_int, help="synthetic or longrange image size (default: the run's)"
+    )
+    parser.add_argument(
+        "--val-samples", type=common.positive_int, help="synthetic or longrange images (default: the run's)"
+    )
+    parser.add_argument("--seed", type=int, help="synthetic or longrange dataset seed (default: the run's)")
     parser.add_argument(
         "--output",
         metavar="DIR",
@@ -62,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from replknet.checkpoint import atomic_write_text
     from replknet.outputs import check_output_dir
     from replknet.runs import build_segmentor, read_run
-    from replknet.seg.data import DATASET_SPECS, build_dataset, palette
+    from replknet.seg.data import build_dataset, dataset_spec, palette
     from replknet.seg.engine import EvalConfig, evaluate
     from replknet.seg.inference import PAPER_MS_RATIOS
 
@@ -92,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     common.check_json_output(args.json)
     device = common.setup_torch(args)
     model = build_segmentor(run_info).to(device)
-    spec = DATASET_SPECS[dataset_name]
+    data_root = _setting(args.data_root, training, "data_root", None)
+    spec = dataset_spec(dataset_name, data_root)
     if model.num_classes != spec.num_classes:
         raise ValueError(
             f"{args.checkpoint} predicts {model.num_classes} classes; {dataset_name} has {spec.num_classes}"
@@ -100,11 +109,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_dataset(
         dataset_name,
         args.split,
-        _setting(args.data_root, training, "data_root", None),
+        data_root,
         train=False,
         seed=_setting(args.seed, training, "seed", 0),
         num_samples=_setting(args.val_samples, training, "val_samples", None),
         image_size=_setting(args.image_size, training, "image_size", 96),
+        options=training.get("dataset_options") if dataset_name == "longrange" else None,
     )
     batch = training.get("batch_size", 1) if dataset_name == "synthetic" else 1
     eval_config = EvalConfig(

@@ -146,13 +146,14 @@ def evaluate_checkpoint(
             mean/std and size), or None when ``checkpoint`` is a run or converted folder (or a file inside one).
         checkpoint: a run folder, a weights file (this library's, official or mmpretrain layouts), or None for
             the randomly initialised ``model_name``.
-        data: ImageFolder root holding ``split/<class>/...``, or ``"synthetic"`` for the built-in shapes;
-            default: the run's validation data (else synthetic).
+        data: ImageFolder root holding ``split/<class>/...``, ``"synthetic"`` for the built-in shapes or
+            ``"pathfinder"`` for the built-in Pathfinder task (a run's own generator settings, else the default
+            task); default: the run's validation data (else synthetic).
         split: the split folder (default: the run's validation split, else ``val``).
         image_size: evaluation resolution; default the run's, else the model's pretrained config input size.
         batch_size: images per forward (default: the run's validation batch, else 64).
         channels_last: evaluate in channels_last (default: as the run did, else no).
-        synthetic_size, synthetic_seed: the built-in shapes' split size and seed (default: the run's, else
+        synthetic_size, synthetic_seed: the built-in data's split size and seed (default: the run's, else
             1000 and 0).
         num_classes: head size when there is no checkpoint to read it from.
         skip_bad_images: leave out image files that cannot be read and list them under ``"skipped"`` (each
@@ -213,6 +214,21 @@ def evaluate_checkpoint(
         count = synthetic_size or (run_eval.get("synthetic_size") if own_data else None) or 1000
         seed = synthetic_seed if synthetic_seed is not None else (run_eval.get("synthetic_seed", 0) if own_data else 0)
         dataset = SyntheticShapes(split, num_samples=count, image_size=size, seed=seed)
+        loader = SyntheticBatches(dataset.images, dataset.labels, batch_size, mean, std, train=False)
+        num_classes = len(dataset.classes)
+    elif str(data) == "pathfinder":
+        from replknet.data.pathfinder import cached_pathfinder, pathfinder_config
+
+        # The task's generator settings: the run's (its data_options), else the default task.
+        options = dict(((run.training or {}).get("data_options") or {}) if run is not None and own_data else {})
+        size = image_size or (run_eval.get("image_size") if own_data else None)
+        if size:
+            options["image_size"] = size
+        task = pathfinder_config(options.pop("preset", None), **options)
+        size = task.image_size
+        count = synthetic_size or (run_eval.get("synthetic_size") if own_data else None) or 1000
+        seed = synthetic_seed if synthetic_seed is not None else (run_eval.get("synthetic_seed", 0) if own_data else 0)
+        dataset = cached_pathfinder(split, count, task, seed)
         loader = SyntheticBatches(dataset.images, dataset.labels, batch_size, mean, std, train=False)
         num_classes = len(dataset.classes)
     else:
