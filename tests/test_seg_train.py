@@ -101,6 +101,41 @@ def test_resume_continues_exactly(tmp_path):
     assert not (tmp_path / "c").exists()  # a refused run leaves nothing behind
 
 
+def test_memory_formats_train_the_same_model(tmp_path, monkeypatch):
+    """``memory_format`` (auto = channels_last on a CPU) feeds the segmentor channels_last batches and computes
+    the same losses as contiguous (NCHW) training."""
+    from replknet.seg import engine
+
+    layouts = []
+    original = engine._LossModule.forward
+
+    def spy(self, images, targets):
+        layouts.append(images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous())
+        return original(self, images, targets)
+
+    monkeypatch.setattr(engine._LossModule, "forward", spy)
+
+    def losses(name):
+        layouts.clear()
+        config = TrainConfig(
+            backbone="replknet_tiny", iterations=3, batch_size=4, image_size=64, train_samples=8, val_samples=2,
+            channels=16, aux_channels=8, warmup_iters=1, log_every=1, eval_every=100, save_every=100,
+            output=str(tmp_path / name), memory_format=name, progress=False, save_png=0,
+        )  # fmt: skip
+        train(config)
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [row["loss"] for row in rows if row["kind"] == "step"], list(layouts)
+
+    nchw, nchw_layouts = losses("contiguous")
+    cl, cl_layouts = losses("channels_last")
+    auto, auto_layouts = losses("auto")
+    assert nchw_layouts == [False] * 3 and cl_layouts == [True] * 3 and auto_layouts == [True] * 3  # CPU
+    assert len(nchw) == 3 and cl == pytest.approx(nchw, rel=1e-4) and auto == cl
+    with pytest.raises(ValueError, match="memory format"):
+        train(TrainConfig(memory_format="nhwc", output=str(tmp_path / "bad")))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bad_options_are_named(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset"):
         train(TrainConfig(dataset="voc"))

@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="end this run after N iterations (resume later with --resume auto)",
     )
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 + grad scaling on GPU)")
+    common.add_memory_format(parser)
     parser.add_argument("--grad-checkpointing", action="store_true", help="recompute backbone blocks in backward")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, data and augmentation")
     parser.add_argument("--workers", type=common.nonnegative_int, default=0, help="data-loader worker processes")
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         stop_after=args.stop_after,
         amp=args.amp,
+        memory_format=args.memory_format,
         use_checkpoint=args.grad_checkpointing,
         seed=args.seed,
         num_workers=args.workers,

@@ -39,6 +39,7 @@ from replknet.checkpoint import atomic_torch_save, atomic_write_text, save_state
 from replknet.config import RunConfig
 from replknet.outputs import check_output_dir
 from replknet.runs import SEGMENTOR_ARCHITECTURE, segmentation_run_config, write_run_config
+from replknet.runtime import resolve_memory_format
 from replknet.seg.data import build_dataset, dataset_spec, denormalize, palette, save_prediction_png
 from replknet.seg.inference import PAPER_MS_RATIOS, aug_inference, inference
 from replknet.seg.metrics import ConfusionMatrix
@@ -116,6 +117,8 @@ class TrainConfig(RunConfig):
     resume: str | None = None
     stop_after: int | None = None  # end this run after so many iterations (checkpoint written), e.g. a time-limited job
     amp: bool = False
+    # "auto": channels_last on a CPU (oneDNN's convolutions are channels-last natively), contiguous elsewhere
+    memory_format: str = "auto"
     num_workers: int = 0
     image_size: int = 96  # synthetic only
     train_samples: int | None = None  # synthetic only
@@ -211,6 +214,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"lr must be positive, got {resolved.lr}")
     if resolved.eval_mode not in ("whole", "slide"):
         raise ValueError(f"eval_mode must be 'whole' or 'slide', got {resolved.eval_mode!r}")
+    resolve_memory_format(resolved.memory_format)  # an unknown name fails here, before any work
     return resolved
 
 
@@ -486,6 +490,9 @@ def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> d
     if config.backbone_checkpoint:
         model.load_backbone(config.backbone_checkpoint)
     model.to(device)
+    channels_last = resolve_memory_format(config.memory_format, device) == "channels_last"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.lr, config.weight_decay)
     use_scaler = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -591,6 +598,8 @@ def _train(config: TrainConfig, resume: Path | None, env: DistributedState) -> d
                 )  # fmt: skip
                 _set_lr(optimizer, lr)
                 images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=config.amp):
                     loss, parts = module(images, targets)
                 stop_if_not_finite(loss, device, f"at iteration {iteration + 1} (lr {lr:.3g})")
