@@ -76,6 +76,29 @@ def test_memory_format_is_kept(impl: str, channels_last: bool) -> None:
     assert relative_error(y, expected) < 2e-5
 
 
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_strided_views_take_the_layout_aten_suggests(impl: str) -> None:
+    """A channel slice of NHWC activations permuted to NCHW (timm's MambaOut) is neither layout; like ``F.conv2d``
+    the op treats it by its stride order (channels_last) and returns channels_last, and every value is right."""
+    nhwc = torch.randn(2, 9, 11, 24)
+    x = nhwc[..., 8:16].permute(0, 3, 1, 2).requires_grad_()
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(8, 1, 7, 7, requires_grad=True)
+    bias = torch.randn(8, requires_grad=True)
+    y = ops.dwconv2d(x, weight, bias, impl=impl)
+    aten = F.conv2d(x.detach(), weight.detach(), padding=3, groups=8)
+    assert y.is_contiguous(memory_format=torch.channels_last) == aten.is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    grad_output = torch.randn(y.shape, dtype=torch.float64)
+    y.backward(grad_output.float())
+    expected = _float64_reference(x, weight, bias, grad_output)
+    assert relative_error(y, expected[0]) < 2e-5
+    assert relative_error(x.grad, expected[1]) < 2e-5 and relative_error(weight.grad, expected[2]) < 2e-5
+    # A plain NCHW tensor with a transposed plane is NCHW-ordered: it stays in the contiguous format.
+    transposed = torch.randn(2, 8, 11, 9).transpose(2, 3)
+    assert ops.dwconv2d(transposed, weight.detach(), impl=impl).is_contiguous()
+
+
 # The native impls are aten's own autograd (checked against float64 above); gradcheck the hand-written backwards.
 @pytest.mark.parametrize("impl", ["fft", "hybrid", "toeplitz"])
 @pytest.mark.parametrize("shape,kernel_size", [((1, 2, 4, 3), 5), ((2, 1, 3, 3), 7)])

@@ -40,9 +40,22 @@ _TOEPLITZ_MAX_PIXELS = 64
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last if ``x`` is laid out that way (and not also plain contiguous), else contiguous."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    """channels_last if ``x`` is laid out that way (and not also plain contiguous), else contiguous.
+
+    A strided view counts as channels_last when its strides are in channels_last order (C fastest, then W, H, N),
+    as aten's ``suggest_memory_format`` decides for ``F.conv2d``: e.g. a channel slice of NHWC activations permuted
+    to NCHW (timm's MambaOut gated blocks). Treated as NCHW, such an input was copied to NCHW and the result handed
+    back in NCHW, so the caller's permute back to NHWC copied again.
+    """
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
+    if x.dim() == 4:
+        order = [d for d in (1, 3, 2, 0) if x.shape[d] > 1]
+        strides = [x.stride(d) for d in order]
+        if order and order[0] == 1 and len(order) > 1 and all(a < b for a, b in zip(strides, strides[1:])):
+            return torch.channels_last
     return torch.contiguous_format
 
 
