@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from replknet.data.synthetic import InMemoryImages
 
 __all__ = [
     "PATHFINDER_CLASSES",
@@ -385,7 +386,7 @@ def render_pathfinder(
     )
 
 
-class Pathfinder(Dataset):
+class Pathfinder(InMemoryImages):
     """The Pathfinder task as a torch ``Dataset`` of ``(image, label)``; images are rendered once, kept as uint8.
 
     Args:
@@ -422,17 +423,6 @@ class Pathfinder(Dataset):
         self.images = torch.from_numpy(images)  # (N, H, W, 3) uint8, grey replicated
         self.labels = torch.from_numpy(labels)
         self.targets = self.labels.tolist()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        image = self.images[index]
-        if self.transform is not None:
-            from PIL import Image
-
-            return self.transform(Image.fromarray(image.numpy())), int(self.labels[index])
-        return image.permute(2, 0, 1).float().div_(255), int(self.labels[index])
 
 
 _CACHE: dict[tuple, Pathfinder] = {}

@@ -469,7 +469,27 @@ def cue_conflict_pair(index: int) -> tuple[int, int]:
     return shape, texture
 
 
-class SyntheticShapes(Dataset):
+class InMemoryImages(Dataset):
+    """A labelled image set held in memory: ``images`` (N, H, W, 3) uint8, ``labels`` (N,) int64, an optional
+    ``transform`` on PIL images; without one an item is a float (3, H, W) tensor in [0, 1]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        if self.transform is not None:
+            from PIL import Image
+
+            return self.transform(Image.fromarray(image.numpy())), int(self.labels[index])
+        return image.permute(2, 0, 1).float().div_(255), int(self.labels[index])
+
+
+class SyntheticShapes(InMemoryImages):
     """The built-in dataset as a torch ``Dataset`` of ``(image, label)``.
 
     Labels are balanced (sample ``i`` has class ``i % 10``). For ``cue_conflict`` the label is the SHAPE class and
@@ -518,17 +538,6 @@ class SyntheticShapes(Dataset):
         self.labels = torch.from_numpy(labels)
         self.texture_labels = torch.from_numpy(textures)
         self.targets = self.labels.tolist()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        image = self.images[index]
-        if self.transform is not None:
-            from PIL import Image
-
-            return self.transform(Image.fromarray(image.numpy())), int(self.labels[index])
-        return image.permute(2, 0, 1).float().div_(255), int(self.labels[index])
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All images as a float ``(N, 3, H, W)`` tensor in [0, 1] and the labels."""
