@@ -213,6 +213,32 @@ def test_calibration_local_model_receptive_field_is_19_px():
     assert 18 * math.sqrt(2) < 32 - 2 * 2.5
 
 
+def _input_support(module, x, unit) -> tuple[int, int]:
+    """Height and width of the box of input pixels that reach ``module(x)[:, :, unit]`` (random inputs)."""
+    x = x.clone().requires_grad_(True)
+    module(x)[:, :, unit[0], unit[1]].abs().sum().backward()
+    support = (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero()
+    low, high = support.min(dim=0).values.tolist(), support.max(dim=0).values.tolist()
+    return high[0] - low[0] + 1, high[1] - low[1] + 1
+
+
+def test_calibration_references_see_the_whole_image_after_their_first_block():
+    """The references' global view from the first layers: after the stem and the first RepLK block, a unit in the
+    corner of the 16 x 16 map already depends on every pixel of a 64 px image (the far corner included)."""
+    import torch
+
+    import replknet
+    from replknet.study.definitions import CALIBRATION
+
+    x = torch.randn(2, 3, 64, 64)
+    for label in ("reference", "reference_seg"):
+        arm = CALIBRATION.arm(label)
+        model = replknet.create_model(arm.model, num_classes=2, **arm.kwargs).eval()
+        assert _input_support(lambda t, m=model: m.stages[0].blocks[0](m._run_stem(t)), x, (0, 0)) == (64, 64), label
+        # The helper's own check: the stem alone sees 3 + 2 x 2 + 2 x 2 = 11 pixels (as in the local model above).
+        assert _input_support(model._run_stem, x, (8, 8)) == (11, 11)
+
+
 STUDY_WORKER = """
 import dataclasses, json, sys
 import torch
