@@ -55,6 +55,9 @@ def test_every_study_is_defined_consistently():
         assert len(set(labels)) == len(labels), name
         for comparison in study.comparisons:
             assert comparison.better in labels and comparison.than in labels and comparison.task in study.tasks
+            # both arms run on the comparison's task (a comparison with no runs would print an empty row)
+            assert study.arm(comparison.better).runs_on(comparison.task), (name, comparison)
+            assert study.arm(comparison.than).runs_on(comparison.task), (name, comparison)
     with pytest.raises(ValueError, match="unknown study"):
         get_study("guideline-6")
 

@@ -390,7 +390,7 @@ CALIBRATION = Study(
         ),
     ),
     tasks=("pathfinder", "pathfinder_short", "longrange"),
-    comparisons=(Comparison("reference", "local", "pathfinder"), Comparison("reference", "local", "pathfinder_short")),
+    comparisons=(Comparison("reference", "local", "pathfinder"),),
 )
 STUDIES["calibration"] = CALIBRATION
 
