@@ -119,6 +119,25 @@ def test_resume_never_redoes_a_finished_arm_seed(shortcut_results, monkeypatch):
     assert rerun["arms"]["k13"]["per_seed"] == results["arms"]["k13"]["per_seed"]
 
 
+def test_results_say_how_the_runs_ran_when_rebuilt(shortcut_results, tmp_path):
+    """Results rebuilt from finished runs (every arm-seed done) report the runs' process count, not the command's."""
+    import shutil
+
+    from replknet.study import runner
+
+    _, out = shortcut_results
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    for path in copy.glob("runs/*/*/seed*/" + runner.RUN_RECORD):
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "processes": 2}))
+    rebuilt = run_study("shortcut", _options(tmp_path, seeds=(0, 1)))
+    assert rebuilt["processes"] == 2
+    path = next(copy.glob("runs/pathfinder/k3/seed0/" + runner.RUN_RECORD))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "processes": 1}))
+    assert run_study("shortcut", _options(tmp_path, seeds=(0, 1)))["processes"] == [1, 2]
+
+
 @pytest.mark.parametrize("name", ["efficiency", "reparam", "small-maps", "erf", "shape-bias", "calibration"])
 def test_study_plumbing(tmp_path, name):
     results = run_study(name, _options(tmp_path))

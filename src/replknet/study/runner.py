@@ -271,12 +271,19 @@ def build_results(
         "arms": arms,
         "comparisons": comparisons,
         "paper": study.paper,
-        "processes": processes,
+        # the processes the runs trained with (a study rebuilt from finished runs by a command with another
+        # process count still says how they ran); a list when its runs differ
+        "processes": _run_processes(records, processes),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": options.command or " ".join(sys.argv),
         "cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in records),
         "wall_seconds": sum(r.get("wall_seconds", 0.0) for r in records),
     }
+
+
+def _run_processes(records: list[dict], current: int) -> int | list[int]:
+    counts = sorted({int(r.get("processes", current)) for r in records}) or [current]
+    return counts[0] if len(counts) == 1 else counts
 
 
 def _extra_summary(records: list[dict], task: str, arm: str) -> dict:
