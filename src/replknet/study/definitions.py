@@ -365,7 +365,7 @@ CALIBRATION = Study(
     claim="(not a paper claim) the references learn the long settings; the local model stays at chance on long "
     "Pathfinder and learns the short one",
     arms=(
-        # The third classification reference tried and the third segmentation one (docs/study.md "Calibration"):
+        # The third classification reference tried and the fourth segmentation one (docs/study.md "Calibration"):
         # the first ones had a global view too but did not learn the long settings within the quick budget.
         Arm(
             "reference",
