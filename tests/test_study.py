@@ -55,9 +55,10 @@ def test_every_study_is_defined_consistently():
         assert len(set(labels)) == len(labels), name
         for comparison in study.comparisons:
             assert comparison.better in labels and comparison.than in labels and comparison.task in study.tasks
-            # both arms run on the comparison's task (a comparison with no runs would print an empty row)
-            assert study.arm(comparison.better).runs_on(comparison.task), (name, comparison)
-            assert study.arm(comparison.than).runs_on(comparison.task), (name, comparison)
+            # both arms run on the comparison's task, in the quick study too (a comparison with no runs would
+            # print an empty row)
+            for label in (comparison.better, comparison.than):
+                assert study.arm(label).runs_on(comparison.task, quick=True), (name, comparison, label)
     with pytest.raises(ValueError, match="unknown study"):
         get_study("guideline-6")
 
@@ -143,7 +144,7 @@ def test_study_plumbing(tmp_path, name):
     results = run_study(name, _options(tmp_path))
     validate_results(results)
     study = get_study(name)
-    assert len(results["arms"]) == sum(arm.runs_on(task) for arm in study.arms for task in study.tasks)
+    assert len(results["arms"]) == sum(arm.runs_on(task, quick=True) for arm in study.arms for task in study.tasks)
     for arm in results["arms"].values():
         assert len(arm["per_seed"]) == 1 and arm["per_seed"][0] is not None
     if name == "efficiency":
@@ -170,6 +171,11 @@ def test_downstream_plumbing_two_tasks(tmp_path, capsys):
     results = run_study("downstream", _options(tmp_path))
     validate_results(results)
     assert set(results["task"]) == {"pathfinder", "longrange"}
+    # the k7 arm (in no comparison) fills in the full study's kernel sweep and is left out of --quick
+    k7 = get_study("downstream").arm("k7")
+    assert k7.runs_on("longrange") and not k7.runs_on("longrange", quick=True)
+    assert not any(key.startswith("k7@") for key in results["arms"]) and len(results["arms"]) == 2 * 5
+    assert not (tmp_path / "run" / "runs" / "pathfinder" / "k7").exists()
     assert "k31@longrange" in results["arms"] and results["arms"]["k31@longrange"]["metric"] == "miou"
     paper = {(c["better"], c["than"]): c["paper"] for c in results["comparisons"]}
     assert paper[("k31@longrange", "k3@longrange")] == 3.12 and paper[("mbv2_k9@pathfinder", "mbv2_k3@pathfinder")]
@@ -211,6 +217,7 @@ def test_cli_list_and_errors(capsys):
     listed = capsys.readouterr().out
     for name in ("efficiency", "shortcut", "reparam", "downstream", "small-maps", "erf", "shape-bias"):
         assert name in listed
+    assert "k7 (full only)" in listed
     assert main(["study", "guideline-6"]) == 2
     assert "unknown study" in capsys.readouterr().err
 

@@ -39,7 +39,7 @@ def _list() -> int:
 
     width = max(len(name) for name in STUDIES)
     for name, study in STUDIES.items():
-        arms = ", ".join(arm.label for arm in study.arms)
+        arms = ", ".join(arm.label + (" (full only)" if arm.full_only else "") for arm in study.arms)
         tasks = ", ".join(f"{t} ({TASKS[t].kind})" for t in study.tasks)
         print(f"{name:<{width}}  guideline {study.guideline}")
         print(f"{'':<{width}}  paper: {study.claim}")

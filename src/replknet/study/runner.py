@@ -158,12 +158,12 @@ def run_study(name: str, options: StudyOptions | None = None, log: Callable[[str
     log = log or (lambda message: None)
     records: list[dict] = []
     try:
-        total = sum(arm.runs_on(t) for t in tasks for arm in study.arms) * len(options.seeds)
+        total = sum(arm.runs_on(t, options.quick) for t in tasks for arm in study.arms) * len(options.seeds)
         count = 0
         for seed in options.seeds:
             for task in tasks.values():
                 for arm in study.arms:
-                    if not arm.runs_on(task.name):
+                    if not arm.runs_on(task.name, options.quick):
                         continue
                     count += 1
                     run_dir = out / "runs" / task.name / arm.label / f"seed{seed}"
@@ -212,7 +212,7 @@ def build_results(
     for task in tasks.values():
         budget = task.budget(options.quick)
         for arm in study.arms:
-            if not arm.runs_on(task.name):
+            if not arm.runs_on(task.name, options.quick):
                 continue
             values = by_arm.get((task.name, arm.label), {})
             seeds = sorted(values)
