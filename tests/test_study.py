@@ -55,10 +55,12 @@ def test_every_study_is_defined_consistently():
         assert len(set(labels)) == len(labels), name
         for comparison in study.comparisons:
             assert comparison.better in labels and comparison.than in labels and comparison.task in study.tasks
-            # both arms run on the comparison's task, in the quick study too (a comparison with no runs would
-            # print an empty row)
-            for label in (comparison.better, comparison.than):
-                assert study.arm(label).runs_on(comparison.task, quick=True), (name, comparison, label)
+            # both arms run on the comparison's task (a comparison with no runs would print an empty row); the
+            # quick study keeps every comparison the paper gives a number for, and at least one per study
+            assert study.runs(comparison), (name, comparison)
+            if comparison.paper is not None:
+                assert study.runs(comparison, quick=True), (name, comparison)
+        assert not study.comparisons or any(study.runs(c, quick=True) for c in study.comparisons), name
     with pytest.raises(ValueError, match="unknown study"):
         get_study("guideline-6")
 
@@ -171,11 +173,16 @@ def test_downstream_plumbing_two_tasks(tmp_path, capsys):
     results = run_study("downstream", _options(tmp_path))
     validate_results(results)
     assert set(results["task"]) == {"pathfinder", "longrange"}
-    # the k7 arm (in no comparison) fills in the full study's kernel sweep and is left out of --quick
-    k7 = get_study("downstream").arm("k7")
-    assert k7.runs_on("longrange") and not k7.runs_on("longrange", quick=True)
-    assert not any(key.startswith("k7@") for key in results["arms"]) and len(results["arms"]) == 2 * 5
-    assert not (tmp_path / "run" / "runs" / "pathfinder" / "k7").exists()
+    # --quick trains only the arms of the comparisons with the paper's numbers: k7 and k13 are full only
+    study = get_study("downstream")
+    for label in ("k7", "k13"):
+        assert study.arm(label).runs_on("longrange") and not study.arm(label).runs_on("longrange", quick=True)
+        assert not (tmp_path / "run" / "runs" / "pathfinder" / label).exists()
+    assert sorted(results["arms"]) == sorted(
+        f"{arm}@{task}" for arm in ("k3", "k31", "mbv2_k3", "mbv2_k9") for task in ("pathfinder", "longrange")
+    )
+    assert len(results["comparisons"]) == 4 and all(c["paper"] is not None for c in results["comparisons"])
+    assert len(study.comparisons) == 6  # the full study also compares k31 with k13 on both tasks
     assert "k31@longrange" in results["arms"] and results["arms"]["k31@longrange"]["metric"] == "miou"
     paper = {(c["better"], c["than"]): c["paper"] for c in results["comparisons"]}
     assert paper[("k31@longrange", "k3@longrange")] == 3.12 and paper[("mbv2_k9@pathfinder", "mbv2_k3@pathfinder")]
@@ -217,7 +224,7 @@ def test_cli_list_and_errors(capsys):
     listed = capsys.readouterr().out
     for name in ("efficiency", "shortcut", "reparam", "downstream", "small-maps", "erf", "shape-bias"):
         assert name in listed
-    assert "k7 (full only)" in listed
+    assert "k7 (full only), k13 (full only)" in listed
     assert main(["study", "guideline-6"]) == 2
     assert "unknown study" in capsys.readouterr().err
 

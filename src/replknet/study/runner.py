@@ -233,8 +233,8 @@ def build_results(
             }
     comparisons = []
     for comparison in study.comparisons:
-        if comparison.task not in tasks:
-            continue
+        if comparison.task not in tasks or not study.runs(comparison, options.quick):
+            continue  # a task left out, or an arm that only the full study trains
         diff = paired_difference(
             {s: v for s, v in by_arm.get((comparison.task, comparison.better), {}).items() if v is not None},
             {s: v for s, v in by_arm.get((comparison.task, comparison.than), {}).items() if v is not None},
