@@ -39,7 +39,7 @@ class Arm:
     note: str = ""
     settings: dict = field(default_factory=dict)  # options of the run that are not constructor options (impl)
     tasks: tuple[str, ...] | None = None  # the study's tasks this arm runs on (None: all)
-    full_only: bool = False  # left out of --quick (an arm no comparison uses, kept in the full study's design)
+    full_only: bool = False  # left out of --quick, with the comparisons it is in (docs/study.md, "Budgets")
 
     def runs_on(self, task: str, quick: bool = False) -> bool:
         """Whether this arm trains on ``task`` (in the quick study when ``quick``)."""
@@ -186,8 +186,8 @@ TASKS: dict[str, Task] = {
 _MBV2 = {"width_multiplier": 0.5}
 
 
-def _mbv2(label: str, model: str, note: str = "") -> Arm:
-    return Arm(label, model, dict(_MBV2), note)
+def _mbv2(label: str, model: str, note: str = "", full_only: bool = False) -> Arm:
+    return Arm(label, model, dict(_MBV2), note, full_only=full_only)
 
 
 # The RepLKNet kernel-size sweep on the tiny body (layers 1/1/2/1, channels 16..128). NOTE: a 5x5 re-param
@@ -271,7 +271,7 @@ _add(
         arms=(
             _mbv2("k9", "mbv2_lk_k9"),
             _mbv2("k13", "mbv2_lk_k13"),
-            dataclasses.replace(_mbv2("k9_rep3", "mbv2_lk_k9_rep3"), full_only=True),
+            _mbv2("k9_rep3", "mbv2_lk_k9_rep3", full_only=True),
             _mbv2("k13_rep3", "mbv2_lk_k13_rep3"),
         ),
         tasks=("pathfinder",),
